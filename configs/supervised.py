@@ -1,0 +1,37 @@
+"""Supervised baseline: train on the labeled examples only, with augmentation.
+
+Presets (after the colon, comma-separated):
+  quick      a smoke run that finishes in well under 2 minutes on 2 CPU cores
+  all        every one of the 60,000 train labels (the fully supervised reference)
+  model=NAME any registered model (mlp, small_cnn, lenet, resnet) with its defaults
+"""
+from mnist_ten import config as config_lib
+
+
+def get_config(arg=None):
+  flags, options = config_lib.parse_arg(arg)
+  config_lib.check_preset("supervised", flags, options, ("quick", "all"), ("model",))
+  c = config_lib.base()
+  c.name = "supervised" + (f":{arg}" if arg else "")
+  c.method = "supervised"
+  c.model = config_lib.model_config(options.get("model", "resnet"))
+  c.batch_size = 64
+  c.num_steps = 1000
+  c.optim.lr = 0.03
+  c.augment.labeled = "affine(rotate=15, shift=0.1, scale=0.15, shear=15)|elastic(alpha=8, sigma=3)"
+  if "all" in flags:
+    # ~5 epochs of 60k images: the residual CNN then reaches >= 99.3%.
+    c.data.labels_per_class = -1
+    c.batch_size = 128
+    c.num_steps = 2400
+    c.optim.lr = 0.1
+    c.augment.labeled = "affine(rotate=10, shift=0.1, scale=0.1, shear=10)"
+    c.log_every = 200
+    c.eval_every = 800
+    c.checkpoint_every = 400
+  if "quick" in flags:
+    c.num_steps = 60
+    c.log_every = 20
+    c.eval_every = 60
+    c.checkpoint_every = 30
+  return c

@@ -1,0 +1,152 @@
+"""On-device, per-example augmentations as pure JAX functions.
+
+A pipeline is a string of registered ops, big_vision style:
+
+    "affine(rotate=15, shift=0.1, scale=0.1, shear=10)|elastic(alpha=8, sigma=3)|cutout(size=12)"
+
+Each op maps (key, image HxWxC float in [0, 1]) -> image of the same shape and
+range; `build()` turns the string into a function over a batch that draws an
+independent key per example (vmap), so it runs inside the jit-compiled step.
+"""
+import ast
+from typing import Callable, List
+
+import dm_pix as pix
+import jax
+import jax.numpy as jnp
+
+from mnist_ten.errors import ConfigError
+from mnist_ten.registry import Registry
+
+Op = Callable[[jax.Array, jax.Array], jax.Array]
+OPS: Registry = Registry("augmentation")
+
+
+def _uniform(key, bound):
+  return jax.random.uniform(key, (), minval=-bound, maxval=bound)
+
+
+@OPS.register("affine")
+def affine(*, rotate: float = 0.0, shift: float = 0.0, scale: float = 0.0,
+           shear: float = 0.0) -> Op:
+  """Random rotation (degrees), shift (fraction of size), isotropic scale
+  (1 +- scale) and shear (degrees) about the image centre; black fill."""
+
+  def op(key, image):
+    h, w = image.shape[:2]
+    k_rot, k_shear, k_scale, k_dy, k_dx = jax.random.split(key, 5)
+    theta = jnp.deg2rad(_uniform(k_rot, rotate))
+    phi = jnp.deg2rad(_uniform(k_shear, shear))
+    s = 1.0 + _uniform(k_scale, scale)
+    t = jnp.stack([_uniform(k_dy, shift) * h, _uniform(k_dx, shift) * w])
+    rot = jnp.array([[jnp.cos(theta), -jnp.sin(theta)], [jnp.sin(theta), jnp.cos(theta)]])
+    shear_m = jnp.array([[1.0, 0.0], [jnp.tan(phi), 1.0]])
+    forward = s * rot @ shear_m
+    # affine_transform maps output coordinates to input ones, so it takes the
+    # inverse: in = F^-1 (out - c - t) + c.
+    inverse = jnp.linalg.inv(forward)
+    centre = jnp.array([(h - 1) / 2.0, (w - 1) / 2.0])
+    offset = centre - inverse @ (centre + t)
+    matrix = jnp.eye(3).at[:2, :2].set(inverse)
+    return pix.affine_transform(image, matrix, offset=jnp.append(offset, 0.0),
+                                order=1, mode="constant", cval=0.0)
+  return op
+
+
+@OPS.register("elastic")
+def elastic(*, alpha: float = 8.0, sigma: float = 3.0) -> Op:
+  """Elastic deformation (Simard et al. 2003): a smoothed random displacement
+  field of strength alpha (pixels) and smoothness sigma."""
+  return lambda key, image: pix.elastic_deformation(
+      key, image, alpha, sigma, order=1, mode="constant", cval=0.0)
+
+
+@OPS.register("crop")
+def crop(*, pad: int = 2) -> Op:
+  """Zero-pad by `pad` pixels and crop back at a random position (a shift)."""
+
+  def op(key, image):
+    padded = jnp.pad(image, ((pad, pad), (pad, pad), (0, 0)))
+    return pix.random_crop(key, padded, image.shape)
+  return op
+
+
+@OPS.register("cutout")
+def cutout(*, size: int = 8) -> Op:
+  """Zero one size x size square centred anywhere in the image (DeVries 2017)."""
+
+  def op(key, image):
+    h, w = image.shape[:2]
+    cy = jax.random.randint(key, (), 0, h)
+    cx = jax.random.randint(jax.random.fold_in(key, 1), (), 0, w)
+    ys, xs = jnp.arange(h)[:, None], jnp.arange(w)[None, :]
+    inside = (jnp.abs(ys - cy) <= size // 2) & (jnp.abs(xs - cx) <= size // 2)
+    return jnp.where(inside[..., None], 0.0, image)
+  return op
+
+
+@OPS.register("brightness")
+def brightness(*, delta: float = 0.2) -> Op:
+  return lambda key, image: jnp.clip(pix.random_brightness(key, image, delta), 0.0, 1.0)
+
+
+@OPS.register("contrast")
+def contrast(*, lower: float = 0.6, upper: float = 1.4) -> Op:
+  return lambda key, image: jnp.clip(pix.random_contrast(key, image, lower, upper), 0.0, 1.0)
+
+
+@OPS.register("noise")
+def noise(*, std: float = 0.05) -> Op:
+  return lambda key, image: jnp.clip(
+      image + std * jax.random.normal(key, image.shape), 0.0, 1.0)
+
+
+@OPS.register("hflip")
+def hflip() -> Op:
+  """Random horizontal flip; `build` drops it for datasets where flips change
+  the label (digits), per `data.hflip`."""
+  return lambda key, image: pix.random_flip_left_right(key, image)
+
+
+def parse(spec: str) -> List[tuple]:
+  """'a(x=1)|b' -> [('a', {'x': 1}), ('b', {})], with literal arguments only."""
+  ops = []
+  for part in (p.strip() for p in spec.split("|")):
+    if not part or part == "none":
+      continue
+    try:
+      node = ast.parse(part, mode="eval").body
+      if isinstance(node, ast.Name):
+        ops.append((node.id, {}))
+        continue
+      if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name) or node.args:
+        raise ValueError("expected name(key=value, ...)")
+      ops.append((node.func.id, {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords}))
+    except (SyntaxError, ValueError) as e:
+      raise ConfigError(f"bad augmentation {part!r} in {spec!r}: {e}") from None
+  return ops
+
+
+def build(spec: str, *, hflip_allowed: bool = False) -> Callable[[jax.Array, jax.Array], jax.Array]:
+  """Returns augment(key, images NHWC in [0,1]) applying `spec` per example."""
+  ops = []
+  for name, kwargs in parse(spec):
+    factory = OPS.get(name)
+    if name == "hflip" and not hflip_allowed:
+      continue
+    try:
+      ops.append(factory(**kwargs))
+    except TypeError as e:
+      raise ConfigError(f"augmentation {name!r}: {e}") from None
+
+  def one(key, image):
+    for i, op in enumerate(ops):
+      image = op(jax.random.fold_in(key, i), image)
+    return image
+
+  def augment(key, images):
+    if not ops:
+      return images
+    return jax.vmap(one)(jax.random.split(key, images.shape[0]), images)
+  return augment
+

@@ -1,0 +1,128 @@
+"""The base config every `configs/*.py` starts from, and its validation.
+
+Config files call `base()` and change what their method needs; presets come
+from the string after the colon (`configs/supervised.py:quick,model=mlp`).
+"""
+import inspect
+import json
+from typing import Dict, Tuple
+
+import ml_collections
+
+from mnist_ten import models
+from mnist_ten.errors import ConfigError
+
+
+def model_config(name: str, **overrides) -> ml_collections.ConfigDict:
+  """`{'name': name, **the model's keyword defaults}`, so every argument of the
+  chosen model can be overridden on the command line."""
+  factory = models.MODELS.get(name)
+  fields = {k: p.default for k, p in inspect.signature(factory).parameters.items()
+            if p.kind == p.KEYWORD_ONLY}
+  unknown = set(overrides) - set(fields)
+  if unknown:
+    raise ConfigError(f"model {name!r} has no argument(s) {sorted(unknown)}")
+  return ml_collections.ConfigDict({"name": name, **fields, **overrides})
+
+
+def base() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.name = ""  # set by each config file, recorded in results.json
+  c.method = "supervised"
+  c.seed = 0  # initialisation and per-step randomness; the label draw is data.label_seed
+
+  c.data = ml_collections.ConfigDict(dict(
+      name="mnist",         # any TFDS image-classification dataset
+      data_dir="",          # TFDS data dir; default: $TFDS_DATA_DIR or ~/tensorflow_datasets
+      idx_dir="",           # or a folder of the four MNIST-format IDX .gz files
+      cache_dir="",         # array cache; default: $MNIST_TEN_CACHE or ~/.cache/mnist_ten
+      download=True,        # let TFDS download when the data is not prepared
+      labels_per_class=1,   # -1: every train label
+      label_seed=0,         # which examples are labeled
+      labeled_indices=(),   # explicit train indices; overrides the draw
+      validation_size=0,    # train images held out, labels for monitoring only
+      hflip="auto",         # whether horizontal flips keep labels: auto|true|false
+  ))
+  c.model = model_config("resnet")
+
+  c.batch_size = 64  # labeled examples per step
+  c.augment = ml_collections.ConfigDict(dict(
+      labeled="affine(rotate=10, shift=0.1, scale=0.1, shear=10)"))
+  c.label_smoothing = 0.0
+
+  c.optim = ml_collections.ConfigDict(dict(
+      name="sgd", lr=0.03, momentum=0.9, nesterov=True, b1=0.9, b2=0.999,
+      weight_decay=5e-4, schedule="cosine", warmup_steps=0,
+      final_lr_fraction=0.0, grad_clip=0.0))
+  c.ema_decay = 0.999  # 0 disables; evaluation reports EMA and raw weights
+
+  c.num_steps = 1000
+  c.steps_per_dispatch = 1  # steps run inside one jit call (lax.scan)
+  c.log_every = 100
+  c.eval_every = 500
+  c.checkpoint_every = 500
+  c.keep_checkpoints = 2
+  c.eval_batch_size = 1000
+
+  c.init_from = ""          # a workdir whose latest weights initialise this run
+  c.init_scope = "encoder"  # encoder | all
+
+  c.knn = ml_collections.ConfigDict(dict(k=1))
+  return c
+
+
+def parse_arg(arg) -> Tuple[set, Dict[str, str]]:
+  """'quick,model=mlp' -> ({'quick'}, {'model': 'mlp'})."""
+  flags, options = set(), {}
+  for part in filter(None, (p.strip() for p in (arg or "").split(","))):
+    if "=" in part:
+      key, value = part.split("=", 1)
+      options[key.strip()] = value.strip()
+    else:
+      flags.add(part)
+  return flags, options
+
+
+def check_preset(name: str, flags: set, options: dict, known_flags=(), known_options=()):
+  unknown = (flags - set(known_flags)) | (set(options) - set(known_options))
+  if unknown:
+    raise ConfigError(f"config {name}: unknown preset(s) {sorted(unknown)}; known: "
+                      f"{sorted(set(known_flags) | {o + '=' for o in known_options})}")
+
+
+def validate(config):
+  """Checks values whose errors would otherwise surface deep inside training."""
+  positive = ["num_steps", "steps_per_dispatch", "log_every", "eval_every",
+              "checkpoint_every", "keep_checkpoints", "eval_batch_size"]
+  for key in positive:
+    if config[key] < 1:
+      raise ConfigError(f"{key} must be >= 1, got {config[key]}")
+  for key in ["log_every", "eval_every", "checkpoint_every"]:
+    if config[key] % config.steps_per_dispatch:
+      raise ConfigError(f"{key}={config[key]} must be a multiple of "
+                        f"steps_per_dispatch={config.steps_per_dispatch}")
+  if not 0.0 <= config.ema_decay < 1.0:
+    raise ConfigError(f"ema_decay must be in [0, 1), got {config.ema_decay}")
+  if not 0.0 <= config.label_smoothing < 1.0:
+    raise ConfigError(f"label_smoothing must be in [0, 1), got {config.label_smoothing}")
+  if config.init_scope not in ("encoder", "all"):
+    raise ConfigError(f"init_scope must be 'encoder' or 'all', got {config.init_scope!r}")
+
+
+def to_json(config) -> str:
+  return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
+
+
+def differences(saved: dict, current: dict, ignore=(), prefix="") -> list:
+  """Dotted keys whose values differ between two config dicts."""
+  out = []
+  for key in sorted(set(saved) | set(current)):
+    path = prefix + key
+    if path in ignore:
+      continue
+    a, b = saved.get(key, "<absent>"), current.get(key, "<absent>")
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += differences(a, b, ignore, path + ".")
+    elif json.dumps(a, default=str) != json.dumps(b, default=str):
+      out.append(f"{path}: {a!r} -> {b!r}")
+  return out

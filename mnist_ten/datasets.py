@@ -1,0 +1,199 @@
+"""Image-classification datasets as numpy arrays, from TFDS, IDX files or a cache.
+
+TensorFlow (through TFDS) is imported only when a dataset has to be fetched or
+prepared. The arrays are then cached as `.npz`, so training runs on machines
+without TensorFlow (most GPU/TPU images): copy the cache file there, or point
+`data.idx_dir` at the four MNIST-format IDX files.
+"""
+import dataclasses
+import gzip
+import os
+import pathlib
+from typing import Optional, Tuple
+
+import numpy as np
+
+from mnist_ten.errors import ConfigError, DataError
+
+# Datasets whose classes are not mirror-symmetric must never be flipped
+# (a flipped 2 or 7 is not a digit). Unknown datasets default to "no flips";
+# `data.hflip` overrides.
+HFLIP_ALLOWED = {"fashion_mnist": True, "cifar10": True, "cifar100": True,
+                 "svhn_cropped": False, "mnist": False, "emnist": False,
+                 "kmnist": False}
+
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """A dataset with its train and test splits, images as uint8 NHWC."""
+  name: str
+  train_images: np.ndarray
+  train_labels: np.ndarray
+  test_images: np.ndarray
+  test_labels: np.ndarray
+  num_classes: int
+
+  @property
+  def image_shape(self) -> Tuple[int, int, int]:
+    return tuple(self.train_images.shape[1:])
+
+
+def default_cache_dir() -> pathlib.Path:
+  return pathlib.Path(os.environ.get(
+      "MNIST_TEN_CACHE", pathlib.Path.home() / ".cache" / "mnist_ten"))
+
+
+def read_idx(path) -> np.ndarray:
+  """Reads one IDX file (optionally gzipped), as LeCun's MNIST format defines."""
+  path = pathlib.Path(path)
+  opener = gzip.open if path.suffix == ".gz" else open
+  with opener(path, "rb") as f:
+    data = f.read()
+  if len(data) < 4 or data[0] != 0 or data[1] != 0:
+    raise DataError(f"{path} is not an IDX file (bad magic number)")
+  dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4",
+            0x0D: ">f4", 0x0E: ">f8"}
+  if data[2] not in dtypes:
+    raise DataError(f"{path}: unknown IDX element type 0x{data[2]:02x}")
+  ndim = data[3]
+  shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+  array = np.frombuffer(data, dtype=dtypes[data[2]], offset=4 + 4 * ndim)
+  if array.size != int(np.prod(shape)):
+    raise DataError(f"{path}: header says shape {shape} but holds {array.size} values")
+  return array.reshape(shape)
+
+
+def load_idx_dir(idx_dir, name: str = "mnist") -> Dataset:
+  idx_dir = pathlib.Path(idx_dir)
+  arrays = {}
+  for key, filename in IDX_FILES.items():
+    path = idx_dir / filename
+    if not path.exists() and (idx_dir / filename[:-3]).exists():
+      path = idx_dir / filename[:-3]  # unzipped copies work too
+    if not path.exists():
+      raise DataError(f"data.idx_dir={str(idx_dir)!r} lacks {filename}; it must hold "
+                      f"the four IDX files: {', '.join(IDX_FILES.values())}")
+    arrays[key] = read_idx(path)
+  for split in ("train", "test"):
+    images = arrays[f"{split}_images"]
+    if images.ndim == 3:
+      arrays[f"{split}_images"] = images[..., None]
+    arrays[f"{split}_labels"] = arrays[f"{split}_labels"].astype(np.int32)
+  num_classes = int(max(arrays["train_labels"].max(), arrays["test_labels"].max())) + 1
+  return Dataset(name=name, num_classes=num_classes, **arrays)
+
+
+def _cache_path(cache_dir, name: str) -> pathlib.Path:
+  return pathlib.Path(cache_dir) / f"{name.replace('/', '__')}.npz"
+
+
+def save_cache(dataset: Dataset, cache_dir) -> pathlib.Path:
+  path = _cache_path(cache_dir, dataset.name)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_suffix(".tmp.npz")
+  np.savez_compressed(tmp, train_images=dataset.train_images,
+                      train_labels=dataset.train_labels,
+                      test_images=dataset.test_images,
+                      test_labels=dataset.test_labels,
+                      num_classes=dataset.num_classes)
+  os.replace(tmp, path)  # atomic: a killed process never leaves half a cache
+  return path
+
+
+def load_cache(cache_dir, name: str) -> Optional[Dataset]:
+  path = _cache_path(cache_dir, name)
+  if not path.exists():
+    return None
+  with np.load(path) as z:
+    return Dataset(name=name, train_images=z["train_images"],
+                   train_labels=z["train_labels"], test_images=z["test_images"],
+                   test_labels=z["test_labels"], num_classes=int(z["num_classes"]))
+
+
+def _missing_data_message(name: str, data_dir, cache_dir, reason: str) -> str:
+  return (f"dataset {name!r} could not be loaded: {reason}\n"
+          f"  looked in: TFDS data dir {data_dir!s} and array cache "
+          f"{_cache_path(cache_dir, name)}\n"
+          f"  to provide it: on a connected machine TFDS downloads it; offline, set "
+          f"TFDS_DATA_DIR (or --config.data.data_dir) to a folder holding a prepared "
+          f"'{name}', or for MNIST-format data set --config.data.idx_dir to a folder of "
+          f"the four IDX .gz files, or copy {_cache_path(cache_dir, name).name} into "
+          f"the cache dir.")
+
+
+def load_tfds(name: str, data_dir=None, download: bool = True,
+              cache_dir=None) -> Dataset:
+  """Loads a TFDS image-classification dataset with `image` and `label` features."""
+  cache_dir = cache_dir or default_cache_dir()
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise DataError(_missing_data_message(
+        name, data_dir, cache_dir,
+        f"tensorflow-datasets cannot be imported here ({e}) and no cached arrays "
+        "exist")) from None
+  data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or None
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DataSetNotFoundError:
+    raise DataError(f"unknown dataset {name!r}: TFDS has no dataset of that name "
+                    "(see tfds.list_builders())") from None
+  except Exception as e:  # e.g. a malformed name or version
+    raise DataError(f"dataset {name!r}: {type(e).__name__}: {e}") from None
+  features = builder.info.features
+  if "image" not in features or "label" not in features:
+    raise DataError(f"dataset {name!r} has features {list(features)}; an image "
+                    "classification dataset needs 'image' and 'label'")
+  if "test" not in builder.info.splits or "train" not in builder.info.splits:
+    raise DataError(f"dataset {name!r} has splits {list(builder.info.splits)}; "
+                    "'train' and 'test' are needed")
+  if not builder.is_prepared():
+    if not download:
+      raise DataError(_missing_data_message(
+          name, builder.data_dir, cache_dir,
+          "it is not prepared there and data.download=False"))
+    try:
+      builder.download_and_prepare()
+    except Exception as e:  # offline: DNS/connection errors of many kinds
+      raise DataError(_missing_data_message(
+          name, builder.data_dir, cache_dir,
+          f"downloading failed ({type(e).__name__}: {str(e)[:200]})")) from None
+  arrays = {}
+  for split in ("train", "test"):
+    ds = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+    arrays[f"{split}_images"] = np.asarray(ds["image"], np.uint8)
+    arrays[f"{split}_labels"] = np.asarray(ds["label"], np.int32)
+  if arrays["train_images"].ndim != 4:
+    raise DataError(f"dataset {name!r}: images must share one HxWxC shape, got "
+                    f"{arrays['train_images'].shape}")
+  return Dataset(name=name, num_classes=int(features["label"].num_classes), **arrays)
+
+
+def load(data_config) -> Dataset:
+  """Loads `data_config.name`: IDX dir if given, else the array cache, else TFDS."""
+  if data_config.idx_dir:
+    return load_idx_dir(data_config.idx_dir, data_config.name)
+  cache_dir = data_config.cache_dir or default_cache_dir()
+  dataset = load_cache(cache_dir, data_config.name)
+  if dataset is None:
+    dataset = load_tfds(data_config.name, data_config.data_dir or None,
+                        data_config.download, cache_dir)
+    save_cache(dataset, cache_dir)
+  return dataset
+
+
+def hflip_allowed(data_config) -> bool:
+  """Whether horizontal flips keep this dataset's labels ('auto' knows a few)."""
+  choice = str(data_config.hflip).lower()
+  if choice == "auto":
+    return HFLIP_ALLOWED.get(data_config.name, False)
+  if choice in ("true", "false"):
+    return choice == "true"
+  raise ConfigError(f"data.hflip must be 'auto', 'true' or 'false', got {data_config.hflip!r}")

@@ -1,0 +1,72 @@
+"""Load a finished (or checkpointed) run and classify images:
+
+    clf = mnist_ten.load_classifier("runs/supervised-...")
+    labels, probs = clf(images)   # uint8 [N, 28, 28(, 1)] or floats in [0, 1]
+"""
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from mnist_ten import checkpoint
+from mnist_ten import datasets
+from mnist_ten import methods
+from mnist_ten import models
+from mnist_ten.errors import WorkdirError
+
+
+class Classifier:
+  """Callable images -> (labels [N], probabilities [N, num_classes]) as numpy."""
+
+  def __init__(self, probs_fn, image_shape, num_classes: int):
+    self._probs = jax.jit(probs_fn)
+    self.image_shape = tuple(image_shape)
+    self.num_classes = num_classes
+
+  def __call__(self, images, batch_size: int = 1000):
+    images = np.asarray(images)
+    if images.ndim == 3 and self.image_shape[-1] == 1:
+      images = images[..., None]  # [N, H, W] grey images
+    if images.shape[1:] != self.image_shape:
+      raise ValueError(f"images must be [N, {', '.join(map(str, self.image_shape))}], "
+                       f"got {list(images.shape)}")
+    if np.issubdtype(images.dtype, np.integer):
+      images = images.astype(np.float32) / 255.0
+    probs = np.concatenate([
+        np.asarray(self._probs(jnp.asarray(images[i:i + batch_size], jnp.float32)))
+        for i in range(0, images.shape[0], batch_size)]) if len(images) else \
+        np.zeros((0, self.num_classes), np.float32)
+    return probs.argmax(-1), probs
+
+
+def load_classifier(workdir, *, use_ema: bool = True) -> Classifier:
+  """The latest checkpoint of the run in `workdir` as a `Classifier`."""
+  workdir = pathlib.Path(workdir)
+  if not (workdir / "config.json").exists():
+    raise WorkdirError(f"{str(workdir)!r} holds no run (no config.json)")
+  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+  split = json.loads((workdir / "split.json").read_text())
+  num_classes, image_shape = split["num_classes"], split["image_shape"]
+  method = methods.build(config, methods.Context(num_classes, hflip_allowed=False))
+  if not method.trains:  # nearest neighbour: the labeled examples are the model
+    dataset = datasets.load(config.data)
+    labeled = np.asarray(split["labeled"])
+    x, y = jnp.asarray(dataset.train_images[labeled]), jnp.asarray(dataset.train_labels[labeled])
+    return Classifier(lambda images: jax.nn.one_hot(
+        method.predict(x, y, images * 255.0), num_classes), image_shape, num_classes)
+  ckpt_dir = workdir / "checkpoints"
+  ckpt = checkpoint.Checkpointer(ckpt_dir, read_only=True) if ckpt_dir.is_dir() else None
+  if ckpt is None or ckpt.latest_step() is None:
+    raise WorkdirError(f"{str(workdir)!r} holds no complete checkpoint yet")
+  raw = ckpt.restore_raw()
+  ckpt.close()
+  model = models.build(config.model, num_classes)
+  variables = {"params": raw["ema_params" if use_ema else "params"]}
+  if raw.get("batch_stats"):
+    variables["batch_stats"] = raw["batch_stats"]
+  variables = jax.device_put(variables)
+  return Classifier(lambda images: jax.nn.softmax(model.apply(variables, images, train=False)),
+                    image_shape, num_classes)

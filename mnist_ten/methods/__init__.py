@@ -1,0 +1,60 @@
+"""Training methods, registered by name and chosen by `config.method`.
+
+A method is a class in its own module whose `loss` is a pure function:
+
+    loss(params, *, forward, labeled, unlabeled, rng, step)
+        -> (scalar loss, {name: scalar metric}, new batch statistics)
+
+`forward(params, images, train=True, features=False) -> (outputs, batch_stats)`
+runs the model; `labeled` is a `Batch(images, labels)`, `unlabeled` a
+`Batch(images)` without labels (or None when the method asks for none). Images
+arrive un-augmented in [0, 1]: the method augments the views it needs with
+`ctx.augmenter(spec)`. The trainer stays generic: it samples the batches,
+differentiates `loss`, applies the optimizer and EMA, logs every metric.
+"""
+import dataclasses
+import importlib
+from typing import Callable
+
+from mnist_ten import augment
+from mnist_ten.registry import Registry
+
+METHODS: Registry = Registry("method")
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+  """What a method may know about the data when it is built."""
+  num_classes: int
+  hflip_allowed: bool
+
+  def augmenter(self, spec: str) -> Callable:
+    return augment.build(spec, hflip_allowed=self.hflip_allowed)
+
+
+class Method:
+  """Base class: set the batch sizes in __init__ and define `loss`."""
+  trains = True  # False for non-parametric baselines (no optimizer, no steps)
+  labeled_batch_size: int = 0
+  unlabeled_batch_size: int = 0
+
+  def __init__(self, config, ctx: Context):
+    self.config = config
+    self.ctx = ctx
+
+  @property
+  def images_per_step(self) -> int:
+    """Images that pass through the network per step (for images/s)."""
+    return self.labeled_batch_size + self.unlabeled_batch_size
+
+  def loss(self, params, *, forward, labeled, unlabeled, rng, step):
+    raise NotImplementedError
+
+
+def build(config, ctx: Context) -> Method:
+  return METHODS.get(config.method)(config, ctx)
+
+
+# Importing a method's module registers it.
+for _module in ("supervised", "knn"):
+  importlib.import_module(f"mnist_ten.methods.{_module}")

@@ -1,0 +1,138 @@
+"""Flax models, chosen by `config.model.name`; the other `config.model` fields
+are the constructor's keyword arguments.
+
+Every model is a `Classifier`: an `encoder` (images -> feature vectors) and a
+linear `head` (features -> logits), with parameters under `encoder/` and
+`head/`, so methods can pretrain an encoder, freeze it, or swap the head.
+Inputs are NHWC floats in [0, 1].
+"""
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from mnist_ten.errors import ConfigError
+from mnist_ten.registry import Registry
+
+MODELS: Registry = Registry("model")
+
+
+class Classifier(nn.Module):
+  encoder: nn.Module
+  num_classes: int
+
+  def setup(self):
+    self.head = nn.Dense(self.num_classes, name="head")
+
+  def __call__(self, x, train: bool = False):
+    return self.head(self.encoder(x, train=train))
+
+  def features(self, x, train: bool = False):
+    return self.encoder(x, train=train)
+
+
+class MLP(nn.Module):
+  widths: Sequence[int] = (512, 512)
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = x.reshape((x.shape[0], -1))
+    for width in self.widths:
+      x = nn.relu(nn.Dense(width)(x))
+    return x
+
+
+class SmallCNN(nn.Module):
+  """conv16 5x5, max-pool, conv32 7x7, max-pool; the linear head follows."""
+  channels: Sequence[int] = (16, 32)
+  kernels: Sequence[int] = (5, 7)
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    for c, k in zip(self.channels, self.kernels):
+      x = nn.relu(nn.Conv(c, (k, k))(x))
+      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    return x.reshape((x.shape[0], -1))
+
+
+class LeNet(nn.Module):
+  """conv32 5x5, [BN], pool, conv64 5x5, [BN], pool, dense 128: the LeNet-sized
+  CNN that USB and the speed benchmarks use."""
+  batch_norm: bool = True
+  width: int = 128
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    for c in (32, 64):
+      x = nn.Conv(c, (5, 5), use_bias=not self.batch_norm)(x)
+      if self.batch_norm:
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.99)(x)
+      x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+    return nn.relu(nn.Dense(self.width)(x.reshape((x.shape[0], -1))))
+
+
+class ResidualBlock(nn.Module):
+  width: int
+  stride: int = 1
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    norm = lambda name=None: nn.BatchNorm(use_running_average=not train,
+                                          momentum=0.99, name=name)
+    y = nn.relu(norm()(nn.Conv(self.width, (3, 3), strides=self.stride,
+                               use_bias=False)(x)))
+    # Zero-init the last scale so each block starts as the identity (Goyal et
+    # al. 2017): deep nets then train from step 0 like shallow ones.
+    y = nn.BatchNorm(use_running_average=not train, momentum=0.99,
+                     scale_init=nn.initializers.zeros)(
+                         nn.Conv(self.width, (3, 3), use_bias=False)(y))
+    if x.shape[-1] != self.width or self.stride != 1:
+      x = norm("shortcut_norm")(nn.Conv(self.width, (1, 1), strides=self.stride,
+                                        use_bias=False, name="shortcut")(x))
+    return nn.relu(x + y)
+
+
+class ResNet(nn.Module):
+  """A small residual CNN for 28x28 inputs: a 3x3 stem, then one
+  stage per width (stride 2 between stages), global average pooling."""
+  widths: Sequence[int] = (16, 32, 64)
+  blocks: int = 1
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = nn.Conv(self.widths[0], (3, 3), use_bias=False)(x)
+    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.99)(x))
+    for i, width in enumerate(self.widths):
+      for j in range(self.blocks):
+        x = ResidualBlock(width, stride=2 if (i > 0 and j == 0) else 1)(x, train)
+    return jnp.mean(x, axis=(1, 2))
+
+
+@MODELS.register("mlp")
+def mlp(num_classes, *, widths=(512, 512)):
+  return Classifier(MLP(tuple(widths)), num_classes)
+
+
+@MODELS.register("small_cnn")
+def small_cnn(num_classes, *, channels=(16, 32), kernels=(5, 7)):
+  return Classifier(SmallCNN(tuple(channels), tuple(kernels)), num_classes)
+
+
+@MODELS.register("lenet")
+def lenet(num_classes, *, batch_norm=True, width=128):
+  return Classifier(LeNet(batch_norm, width), num_classes)
+
+
+@MODELS.register("resnet")
+def resnet(num_classes, *, widths=(16, 32, 64), blocks=1):
+  return Classifier(ResNet(tuple(widths), blocks), num_classes)
+
+
+def build(model_config, num_classes: int) -> Classifier:
+  """Builds `model_config.name` with the remaining fields as keyword arguments."""
+  kwargs = {k: v for k, v in model_config.items() if k != "name"}
+  factory = MODELS.get(model_config.name)
+  try:
+    return factory(num_classes, **kwargs)
+  except TypeError as e:
+    raise ConfigError(f"model {model_config.name!r}: {e}") from None

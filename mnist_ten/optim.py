@@ -1,0 +1,72 @@
+"""Optimizers and learning-rate schedules from optax, chosen by name in `config.optim`."""
+import jax
+import optax
+
+from mnist_ten.errors import ConfigError
+from mnist_ten.registry import Registry
+
+SCHEDULES: Registry = Registry("schedule")
+OPTIMIZERS: Registry = Registry("optimizer")
+
+
+def _after_warmup(cfg, schedule):
+  """Linear warm-up from 0 over optim.warmup_steps, then `schedule`."""
+  if not cfg.warmup_steps:
+    return schedule
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, cfg.lr, cfg.warmup_steps), schedule], [cfg.warmup_steps])
+
+
+@SCHEDULES.register("constant")
+def constant(cfg, num_steps):
+  return _after_warmup(cfg, optax.constant_schedule(cfg.lr))
+
+
+@SCHEDULES.register("cosine")
+def cosine(cfg, num_steps):
+  """Cosine decay to lr * final_lr_fraction at num_steps."""
+  return _after_warmup(cfg, optax.cosine_decay_schedule(
+      cfg.lr, max(num_steps - cfg.warmup_steps, 1), alpha=cfg.final_lr_fraction))
+
+
+@SCHEDULES.register("linear")
+def linear(cfg, num_steps):
+  return _after_warmup(cfg, optax.linear_schedule(
+      cfg.lr, cfg.lr * cfg.final_lr_fraction, max(num_steps - cfg.warmup_steps, 1)))
+
+
+def _decay_mask(params):
+  # Biases and normalisation scales (vectors) are not decayed: decaying them
+  # only shrinks the function's range without regularising it.
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+@OPTIMIZERS.register("sgd")
+def sgd(cfg, lr):
+  # L2 added to the gradient before momentum, as in FixMatch's reference code.
+  return optax.chain(
+      optax.add_decayed_weights(cfg.weight_decay, _decay_mask),
+      optax.sgd(lr, momentum=cfg.momentum or None, nesterov=cfg.nesterov))
+
+
+@OPTIMIZERS.register("adam")
+def adam(cfg, lr):
+  return optax.chain(optax.add_decayed_weights(cfg.weight_decay, _decay_mask),
+                     optax.adam(lr, b1=cfg.b1, b2=cfg.b2))
+
+
+@OPTIMIZERS.register("adamw")
+def adamw(cfg, lr):
+  return optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay,
+                     mask=_decay_mask)
+
+
+def make(cfg, num_steps: int):
+  """Returns (optax transformation, schedule) for `config.optim`."""
+  if cfg.lr <= 0:
+    raise ConfigError(f"optim.lr must be > 0, got {cfg.lr}")
+  schedule = SCHEDULES.get(cfg.schedule)(cfg, num_steps)
+  tx = OPTIMIZERS.get(cfg.name)(cfg, schedule)
+  if cfg.grad_clip:
+    tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), tx)
+  return tx, schedule

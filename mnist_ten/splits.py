@@ -1,0 +1,71 @@
+"""Which train images are labeled, which are held out, which are unlabeled.
+
+The draw depends only on (train labels, labels_per_class, label_seed), through
+numpy's PCG64 generator, so it is identical on every machine and JAX version.
+"""
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+from mnist_ten.errors import DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  labeled: np.ndarray     # indices into the train split, sorted by class draw order
+  unlabeled: np.ndarray   # every train index that is neither labeled nor held out
+  validation: np.ndarray  # held-out indices whose labels serve monitoring only
+
+  def to_json(self) -> dict:
+    return {"labeled": self.labeled.tolist(), "validation": self.validation.tolist(),
+            "num_unlabeled": int(self.unlabeled.size)}
+
+
+def draw_labeled(labels: np.ndarray, num_classes: int, labels_per_class: int,
+                 seed: int, exclude: np.ndarray = None) -> np.ndarray:
+  """For each class c in order, `labels_per_class` indices of class c without
+  replacement from `np.random.default_rng(seed)` (the USB/FixMatch convention)."""
+  rng = np.random.default_rng(seed)
+  available = np.ones(labels.shape[0], bool)
+  if exclude is not None:
+    available[exclude] = False
+  chosen = []
+  for c in range(num_classes):
+    candidates = np.flatnonzero((labels == c) & available)
+    if labels_per_class > candidates.size:
+      raise DataError(f"data.labels_per_class={labels_per_class} but class {c} has "
+                      f"only {candidates.size} train images available")
+    chosen.append(rng.choice(candidates, labels_per_class, replace=False))
+  return np.concatenate(chosen).astype(np.int64)
+
+
+def make_split(labels: np.ndarray, num_classes: int, *, labels_per_class: int,
+               label_seed: int, labeled_indices: Sequence[int] = (),
+               validation_size: int = 0) -> Split:
+  n = labels.shape[0]
+  if validation_size < 0 or validation_size >= n:
+    raise DataError(f"data.validation_size={validation_size} must be in [0, {n})")
+  # The validation draw uses its own stream so that adding a validation set
+  # changes which images are held out, not the stream used for the labels.
+  validation = np.sort(np.random.default_rng([label_seed, 1]).choice(
+      n, validation_size, replace=False)) if validation_size else np.zeros(0, np.int64)
+  if len(labeled_indices):
+    labeled = np.asarray(labeled_indices, np.int64)
+    if labeled.ndim != 1 or labeled.min() < 0 or labeled.max() >= n:
+      raise DataError(f"data.labeled_indices must be indices in [0, {n})")
+    if np.unique(labeled).size != labeled.size:
+      raise DataError("data.labeled_indices holds duplicates")
+    if np.intersect1d(labeled, validation).size:
+      raise DataError("data.labeled_indices overlaps the validation draw")
+  elif labels_per_class == -1:
+    labeled = np.setdiff1d(np.arange(n), validation)
+  elif labels_per_class >= 1:
+    labeled = draw_labeled(labels, num_classes, labels_per_class, label_seed,
+                           exclude=validation)
+  else:
+    raise DataError(f"data.labels_per_class must be -1 (all) or >= 1, got {labels_per_class}")
+  taken = np.zeros(n, bool)
+  taken[labeled] = True
+  taken[validation] = True
+  return Split(labeled=labeled, unlabeled=np.flatnonzero(~taken), validation=validation)
