@@ -97,7 +97,7 @@ def validate(config):
   for key in positive:
     if config[key] < 1:
       raise ConfigError(f"{key} must be >= 1, got {config[key]}")
-  for key in ["log_every", "eval_every", "checkpoint_every"]:
+  for key in ["num_steps", "log_every", "eval_every", "checkpoint_every"]:
     if config[key] % config.steps_per_dispatch:
       raise ConfigError(f"{key}={config[key]} must be a multiple of "
                         f"steps_per_dispatch={config.steps_per_dispatch}")

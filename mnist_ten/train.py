@@ -96,7 +96,7 @@ def make_train_step(model, method, tx, schedule, config, mesh):
       decay = ema_decay_at(config.ema_decay, state.step)
       ema_params = optax.incremental_update(params, state.ema_params, 1.0 - decay)
     metrics = {"loss": loss, **metrics, "lr": schedule(state.step),
-               "grad_norm": optax.global_norm(grads)}
+               "grad_norm": optax.tree.norm(grads)}
     return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                          opt_state=opt_state, ema_params=ema_params), metrics
 
@@ -203,7 +203,7 @@ def _format_seconds(s: float) -> str:
   return f"{s // 3600}h{s // 60 % 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-class _Setup:
+class Setup:
   """Everything that is checked before anything is written to the workdir."""
 
   def __init__(self, config):
@@ -234,7 +234,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> Dict:
   """Trains (or resumes) the run in `workdir` and returns its results dict."""
   workdir = pathlib.Path(workdir)
   is_main = jax.process_index() == 0
-  setup = _Setup(config)
+  setup = Setup(config)
   check_workdir(workdir, config)
   dataset, split, mesh, model, method = (setup.dataset, setup.split, setup.mesh,
                                          setup.model, setup.method)

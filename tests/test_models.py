@@ -1,0 +1,39 @@
+import jax
+import jax.numpy as jnp
+import ml_collections
+import pytest
+
+from mnist_ten import config as config_lib
+from mnist_ten import models
+from mnist_ten.errors import ConfigError
+
+
+@pytest.mark.parametrize("name, kwargs, feature_dim", [
+    ("mlp", dict(widths=(512, 512)), 512),
+    ("mlp", dict(widths=(64,)), 64),
+    ("small_cnn", {}, 7 * 7 * 32),
+    ("lenet", {}, 128),
+    ("resnet", {}, 64),
+])
+def test_model_shapes_and_parts(name, kwargs, feature_dim):
+  model = models.build(config_lib.model_config(name, **kwargs), num_classes=10)
+  x = jnp.zeros((3, 28, 28, 1))
+  variables = model.init(jax.random.key(0), x)
+  assert set(variables["params"]) == {"encoder", "head"}
+  assert model.apply(variables, x).shape == (3, 10)
+  features = model.apply(variables, x, method=models.Classifier.features)
+  assert features.shape == (3, feature_dim)
+
+
+def test_mlp_784_512_512_10_parameter_count():
+  model = models.build(config_lib.model_config("mlp"), num_classes=10)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+  count = sum(p.size for p in jax.tree.leaves(params))
+  assert count == 784 * 512 + 512 + 512 * 512 + 512 + 512 * 10 + 10
+
+
+def test_unknown_model_and_argument():
+  with pytest.raises(ConfigError, match="unknown model 'vgg'"):
+    models.build(ml_collections.ConfigDict({"name": "vgg"}), 10)
+  with pytest.raises(ConfigError, match="model 'mlp'"):
+    models.build(ml_collections.ConfigDict({"name": "mlp", "depth": 3}), 10)

@@ -1,0 +1,154 @@
+import json
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from mnist_ten import checkpoint
+from mnist_ten import input_pipeline
+from mnist_ten import optim
+from mnist_ten import parallel
+from mnist_ten import train
+from mnist_ten.errors import TrainingError, WorkdirError
+
+
+def _build(config):
+  setup = train.Setup(config)
+  tx, schedule = optim.make(config.optim, config.num_steps)
+  state = train.init_state(setup.model, tx, config, setup.dataset.image_shape, setup.mesh)
+  data = input_pipeline.make_train_data(setup.dataset, setup.split,
+                                        parallel.replicated(setup.mesh))
+  step = train.make_train_step(setup.model, setup.method, tx, schedule, config, setup.mesh)
+  return state, data, step
+
+
+def test_steps_lower_the_loss_and_compile_once(toy_config):
+  toy_config.data.labels_per_class = -1
+  toy_config.augment.labeled = ""
+  toy_config.num_steps = 1000  # the cosine schedule would otherwise end at step 6
+  state, data, step = _build(toy_config)
+  losses = []
+  for _ in range(30):
+    state, metrics = step(state, data)
+    losses.append(float(metrics["loss"]))
+  assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+  assert step._cache_size() == 1  # pylint: disable=protected-access
+
+
+def test_scan_of_steps_equals_single_steps(toy_config):
+  state, data, step = _build(toy_config)
+  for _ in range(4):
+    state, _ = step(state, data)
+  toy_config.steps_per_dispatch = 2
+  toy_config.checkpoint_every = 2
+  state2, data2, step2 = _build(toy_config)
+  for _ in range(2):
+    state2, _ = step2(state2, data2)
+  assert int(state2.step) == 4
+  for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(state2.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_run_writes_workdir(toy_config, tmp_path):
+  results = train.train_and_evaluate(toy_config, tmp_path)
+  for name in ["config.json", "split.json", "results.json", "metrics.jsonl", "log.txt"]:
+    assert (tmp_path / name).exists(), name
+  assert list((tmp_path / "tensorboard").iterdir())
+  saved = json.loads((tmp_path / "results.json").read_text())
+  assert saved["test_accuracy_ema"] == results["test_accuracy_ema"]
+  assert saved["steps"] == 6 and len(saved["labeled_indices"]) == 10
+  split = json.loads((tmp_path / "split.json").read_text())
+  assert split["labeled"] == saved["labeled_indices"]
+  assert checkpoint.Checkpointer(tmp_path / "checkpoints").latest_step() == 6
+
+
+def test_resume_equals_uninterrupted_run(toy_config, tmp_path):
+  full = train.train_and_evaluate(toy_config, tmp_path / "full")
+  # Simulate a run killed after its step-3 checkpoint, in the middle of saving
+  # step 6: drop the final checkpoint and results, leave a half-written one.
+  shutil.copytree(tmp_path / "full", tmp_path / "cut")
+  shutil.rmtree(tmp_path / "cut" / "checkpoints" / "6")
+  (tmp_path / "cut" / "results.json").unlink()
+  (tmp_path / "cut" / "checkpoints" / "6.orbax-checkpoint-tmp-1234").mkdir()
+  assert checkpoint.Checkpointer(tmp_path / "cut" / "checkpoints").latest_step() == 3
+  resumed = train.train_and_evaluate(toy_config, tmp_path / "cut")
+  assert resumed["test_accuracy_ema"] == full["test_accuracy_ema"]
+  a = checkpoint.Checkpointer(tmp_path / "full" / "checkpoints").restore_raw()
+  b = checkpoint.Checkpointer(tmp_path / "cut" / "checkpoints").restore_raw()
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_unlabeled_labels_cannot_influence_training(toy_config, tmp_path, toy_idx_dir):
+  """Scrambling the labels of every unlabeled image changes nothing."""
+  from tests.conftest import write_idx
+  from mnist_ten import datasets
+  scrambled = tmp_path / "scrambled"
+  shutil.copytree(toy_idx_dir, scrambled)
+  labels = datasets.read_idx(scrambled / "train-labels-idx1-ubyte.gz").copy()
+  toy_config.data.label_seed = 1
+  run = train.train_and_evaluate(toy_config, tmp_path / "a")
+  labeled = np.asarray(run["labeled_indices"])
+  keep = labels[labeled].copy()
+  labels = np.random.default_rng(5).permutation(labels)
+  labels[labeled] = keep
+  write_idx(scrambled / "train-labels-idx1-ubyte.gz", labels)
+  toy_config.data.idx_dir = str(scrambled)
+  toy_config.data.labeled_indices = tuple(int(i) for i in labeled)
+  other = train.train_and_evaluate(toy_config, tmp_path / "b")
+  a = checkpoint.Checkpointer(tmp_path / "a" / "checkpoints").restore_raw()["params"]
+  b = checkpoint.Checkpointer(tmp_path / "b" / "checkpoints").restore_raw()["params"]
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
+  assert other["test_accuracy_raw"] == run["test_accuracy_raw"]
+
+
+def test_workdir_of_another_config_is_refused_untouched(toy_config, tmp_path):
+  train.train_and_evaluate(toy_config, tmp_path)
+  before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+  toy_config.optim.lr = 0.5
+  with pytest.raises(WorkdirError, match=r"different config \(optim.lr: 0.1 -> 0.5\)"):
+    train.train_and_evaluate(toy_config, tmp_path)
+  after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+  assert before == after
+
+
+def test_nan_loss_stops_without_saving(toy_config, tmp_path):
+  toy_config.num_steps = 9
+  toy_config.checkpoint_every = 3
+  toy_config.log_every = 3
+  train.train_and_evaluate(toy_config, tmp_path / "ok")  # a healthy run for contrast
+  toy_config.optim.lr = 1e30
+  toy_config.optim.name = "sgd"
+  with pytest.raises(TrainingError, match="loss became nan"):
+    train.train_and_evaluate(toy_config, tmp_path / "nan")
+  assert not (tmp_path / "nan" / "results.json").exists()
+  ckpt = checkpoint.Checkpointer(tmp_path / "nan" / "checkpoints")
+  for step in [s for s in [3, 6] if (tmp_path / "nan" / "checkpoints" / str(s)).exists()]:
+    params = ckpt.restore_raw(step)["params"]
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+
+
+def test_init_from_copies_the_encoder(toy_config, tmp_path):
+  train.train_and_evaluate(toy_config, tmp_path / "source")
+  source = checkpoint.Checkpointer(tmp_path / "source" / "checkpoints").restore_raw()
+  toy_config.init_from = str(tmp_path / "source")
+  toy_config.num_steps = 1
+  toy_config.checkpoint_every = 1
+  toy_config.log_every = 1
+  toy_config.eval_every = 1
+  toy_config.optim.lr = 1e-9  # one negligible step: the weights stay the copies
+  train.train_and_evaluate(toy_config, tmp_path / "target")
+  target = checkpoint.Checkpointer(tmp_path / "target" / "checkpoints").restore_raw()
+  for x, y in zip(jax.tree.leaves(source["ema_params"]["encoder"]),
+                  jax.tree.leaves(target["params"]["encoder"])):
+    np.testing.assert_allclose(x, y, atol=1e-6)
+  assert not np.allclose(source["ema_params"]["head"]["kernel"],
+                         target["params"]["head"]["kernel"])
+
+
+def test_init_from_a_missing_run(toy_config, tmp_path):
+  toy_config.init_from = str(tmp_path / "nowhere")
+  with pytest.raises(WorkdirError, match="holds no checkpoints"):
+    train.train_and_evaluate(toy_config, tmp_path / "run")
