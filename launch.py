@@ -2,10 +2,11 @@
 
 Overrides: --config.optim.lr=0.01 --config.data.label_seed=3 ...
 Everything happens in mnist_ten.train.train_and_evaluate; this file only
-parses flags and turns user errors into one clear line.
+parses flags and turns user errors into one clear line (exit status 2).
 """
 import datetime
 import pathlib
+import re
 import sys
 
 from absl import app
@@ -23,23 +24,56 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory; default: a new r
 flags.mark_flags_as_required(["config"])
 
 
+def _fail(message: str):
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _explain(e: Exception) -> str:
+  """One line for a mistake in the config file, preset or overrides."""
+  argv = sys.argv
+  if isinstance(e, (flags.Error, errors.MnistTenError)):
+    return str(e)
+  if isinstance(e, OSError):  # the config file itself cannot be read
+    config_arg = next((a for a in argv[1:] if a.startswith("--config=")), "--config")
+    return f"cannot load {config_arg}: {str(e).splitlines()[-1].strip()}"
+  # ml_collections reports an unknown override key as AttributeError("'key'\nDid you
+  # mean ...?"): name the flag the user typed and keep the suggestion.
+  bad = " ".join(a for a in argv[1:] if a.startswith("--config.")) or "--config"
+  lines = [line.strip(" '\"") for line in str(e).encode().decode("unicode_escape").splitlines()]
+  return f"bad config override {bad}: unknown or invalid key {' '.join(filter(None, lines))}"
+
+
+_USER_ERRORS = (flags.Error, errors.MnistTenError, OSError, AttributeError, KeyError,
+                TypeError, ValueError)
+
+
+def _parse_flags(argv):
+  try:
+    return flags.FLAGS(argv)
+  except _USER_ERRORS as e:
+    _fail(_explain(e))
+
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    _fail(f"unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(train.OwnLogs())
-  config = _CONFIG.value
+  try:
+    config = _CONFIG.value
+    config.get("name")  # a config file that failed to load raises only when used
+  except _USER_ERRORS as e:
+    _fail(_explain(e))
   workdir = _WORKDIR.value
   if workdir is None:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    workdir = pathlib.Path("runs") / f"{(config.name or 'run').replace(':', '-').replace(',', '-')}-{stamp}"
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", config.name or "run")
+    workdir = pathlib.Path("runs") / f"{name}-{stamp}"
   logging.info("workdir: %s", workdir)
   try:
     train.train_and_evaluate(config, workdir)
   except errors.MnistTenError as e:
-    logging.error("%s", e)
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    _fail(str(e))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

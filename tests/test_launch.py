@@ -1,0 +1,61 @@
+"""The launcher as a user runs it: each config's quick preset end to end, and
+one clear line (exit status 2, no traceback) for each kind of bad input."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py") if not p.stem.startswith("_"))
+
+
+def launch(*args, env=None):
+  return subprocess.run([sys.executable, "launch.py", *args], cwd=ROOT, capture_output=True,
+                        text=True, env={**os.environ, **(env or {})}, timeout=600)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_quick_preset_runs_end_to_end(name, tmp_path, mnist_data_overrides):
+  overrides = [f"--config.data.{k}={v}" for k, v in mnist_data_overrides.items()]
+  out = launch(f"--config=configs/{name}.py:quick", f"--workdir={tmp_path}", *overrides,
+               env={"MNIST_TEN_CACHE": str(tmp_path.parent / "cache")})
+  assert out.returncode == 0, out.stderr[-3000:]
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert results["config"] == f"{name}:quick"
+  assert results["dataset"] == "mnist" and len(results["labeled_indices"]) == 10
+  assert 0.1 <= results["test_accuracy_ema"] <= 1.0  # above chance is not asked of a smoke run
+  saved = json.loads((tmp_path / "config.json").read_text())
+  assert saved["name"] == f"{name}:quick"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config=configs/supervised.py", "--config.optim.lrr=0.1"],
+     'unknown or invalid key lrr Did you mean "lr"'),
+    (["--config=configs/supervised.py", "--config.optim.lr=fast"], "could not convert"),
+    (["--config=configs/supervised.py:quik"], "unknown preset(s) ['quik']"),
+    (["--config=configs/no_such_config.py"], "cannot load --config=configs/no_such_config.py"),
+    (["--config=configs/supervised.py", "--config.model.name=vgg"], "unknown model 'vgg'"),
+    (["--config=configs/supervised.py", "--config.method=magic"], "unknown method 'magic'"),
+    (["--config=configs/supervised.py", "--config.optim.name=lion"], "unknown optimizer 'lion'"),
+    (["--config=configs/supervised.py", "--config.data.labels_per_class=7000"],
+     "class 0 has only 5923"),
+])
+def test_bad_input_gives_one_clear_line(args, message, tmp_path, mnist_data_overrides):
+  overrides = [f"--config.data.{k}={v}" for k, v in mnist_data_overrides.items()]
+  out = launch(*args, f"--workdir={tmp_path / 'run'}", *overrides,
+               env={"MNIST_TEN_CACHE": str(tmp_path.parent / "cache")})
+  assert out.returncode == 2
+  assert "Traceback" not in out.stderr
+  assert message in out.stderr, out.stderr[-2000:]
+
+
+def test_missing_dataset_offline(tmp_path):
+  out = launch("--config=configs/knn.py", f"--workdir={tmp_path / 'run'}",
+               f"--config.data.data_dir={tmp_path / 'empty'}", "--config.data.download=False",
+               env={"MNIST_TEN_CACHE": str(tmp_path / "cache")})
+  assert out.returncode == 2 and "Traceback" not in out.stderr
+  assert "could not be loaded" in out.stderr and str(tmp_path / "empty") in out.stderr
+  assert not (tmp_path / "run").exists()  # nothing is written before the data is there
