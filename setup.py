@@ -7,25 +7,25 @@ setup(
     description="Semi-supervised image classification from one label per class, in JAX/Flax.",
     packages=find_packages(include=["mnist_ten", "mnist_ten.*"]),
     python_requires=">=3.10",
-    # Lower bounds are the versions this project was tested with together.
+    # Lower bounds: the versions this project was tested with together (2026-11).
     install_requires=[
-        "absl-py>=2.1",
-        "dm-pix>=0.4.3",
-        "flax>=0.10.4",
-        "jax>=0.5.0",
-        "ml-collections>=1.0",
-        "numpy>=1.26",
-        "optax>=0.2.4",
-        "orbax-checkpoint>=0.11.0",
-        "tensorboard>=2.16",  # event files only; written without TensorFlow
+        "absl-py>=2.5.1",
+        "dm-pix>=0.4.5",
+        "flax>=0.12.8",
+        "jax>=0.10.2",
+        "ml-collections>=1.1.0",
+        "numpy>=2.0",
+        "optax>=0.2.8",
+        "orbax-checkpoint>=0.12.8",
+        "tensorboard>=2.21",  # event files only; written without TensorFlow
         # TFDS reads its prepared data through TensorFlow; training itself does
         # not import either (see mnist_ten/datasets.py).
-        "tensorflow-datasets>=4.9.6",
+        "tensorflow-datasets>=4.9.10",
         "importlib_resources",  # tensorflow-datasets 4.9.10 imports it undeclared
-        "tensorflow-cpu>=2.16; platform_system != 'Darwin'",
-        "tensorflow>=2.16; platform_system == 'Darwin'",
+        "tensorflow-cpu>=2.21; platform_system != 'Darwin'",
+        "tensorflow>=2.21; platform_system == 'Darwin'",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3"],
+        "test": ["pytest>=8"],
     },
 )

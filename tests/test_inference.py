@@ -1,0 +1,35 @@
+import json
+
+import numpy as np
+import pytest
+
+import mnist_ten
+from mnist_ten import datasets
+from mnist_ten.errors import WorkdirError
+
+
+def test_load_classifier_reproduces_the_reported_accuracy(toy_config, tmp_path):
+  results = mnist_ten.train_and_evaluate(toy_config, tmp_path)
+  clf = mnist_ten.load_classifier(tmp_path)
+  test = datasets.load_idx_dir(toy_config.data.idx_dir)
+  labels, probs = clf(test.test_images[..., 0])  # [N, H, W] uint8 works too
+  assert labels.shape == (100,) and probs.shape == (100, 10)
+  np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+  assert np.mean(labels == test.test_labels) == pytest.approx(results["test_accuracy_ema"])
+  with pytest.raises(ValueError, match="images must be"):
+    clf(np.zeros((2, 28, 28, 1)))
+
+
+def test_load_classifier_of_knn_run(toy_config, tmp_path):
+  toy_config.method = "knn"
+  results = mnist_ten.train_and_evaluate(toy_config, tmp_path)
+  clf = mnist_ten.load_classifier(tmp_path)
+  test = datasets.load_idx_dir(toy_config.data.idx_dir)
+  labels, _ = clf(test.test_images)
+  assert np.mean(labels == test.test_labels) == pytest.approx(results["test_accuracy_ema"])
+  assert json.loads((tmp_path / "results.json").read_text())["steps"] == 0
+
+
+def test_load_classifier_without_a_run(tmp_path):
+  with pytest.raises(WorkdirError, match="holds no run"):
+    mnist_ten.load_classifier(tmp_path)
