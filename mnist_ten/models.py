@@ -71,40 +71,53 @@ class LeNet(nn.Module):
     return nn.relu(nn.Dense(self.width)(x.reshape((x.shape[0], -1))))
 
 
+def _norm(kind: str, train: bool, name=None, zero_scale: bool = False):
+  """Normalisation layer by name. Batch norm needs batch statistics that
+  resemble test data; with a handful of labeled images they do not, and
+  group norm (no running statistics) is the safer choice."""
+  scale_init = nn.initializers.zeros if zero_scale else nn.initializers.ones
+  if kind == "batch":
+    return nn.BatchNorm(use_running_average=not train, momentum=0.99,
+                        scale_init=scale_init, name=name)
+  if kind == "group":
+    return nn.GroupNorm(num_groups=None, group_size=8, scale_init=scale_init, name=name)
+  if kind == "layer":
+    return nn.LayerNorm(scale_init=scale_init, name=name)
+  raise ConfigError(f"unknown norm {kind!r}; known: batch, group, layer")
+
+
 class ResidualBlock(nn.Module):
   width: int
   stride: int = 1
+  norm: str = "batch"
 
   @nn.compact
   def __call__(self, x, train: bool):
-    norm = lambda name=None: nn.BatchNorm(use_running_average=not train,
-                                          momentum=0.99, name=name)
-    y = nn.relu(norm()(nn.Conv(self.width, (3, 3), strides=self.stride,
-                               use_bias=False)(x)))
+    y = nn.relu(_norm(self.norm, train)(nn.Conv(self.width, (3, 3), strides=self.stride,
+                                                use_bias=False)(x)))
     # Zero-init the last scale so each block starts as the identity (Goyal et
     # al. 2017): deep nets then train from step 0 like shallow ones.
-    y = nn.BatchNorm(use_running_average=not train, momentum=0.99,
-                     scale_init=nn.initializers.zeros)(
-                         nn.Conv(self.width, (3, 3), use_bias=False)(y))
+    y = _norm(self.norm, train, zero_scale=True)(nn.Conv(self.width, (3, 3), use_bias=False)(y))
     if x.shape[-1] != self.width or self.stride != 1:
-      x = norm("shortcut_norm")(nn.Conv(self.width, (1, 1), strides=self.stride,
-                                        use_bias=False, name="shortcut")(x))
+      x = _norm(self.norm, train, name="shortcut_norm")(
+          nn.Conv(self.width, (1, 1), strides=self.stride, use_bias=False, name="shortcut")(x))
     return nn.relu(x + y)
 
 
 class ResNet(nn.Module):
-  """A small residual CNN for 28x28 inputs: a 3x3 stem, then one
-  stage per width (stride 2 between stages), global average pooling."""
+  """A small residual CNN for 28x28 inputs: a 3x3 stem, then one stage per
+  width (stride 2 between stages), global average pooling."""
   widths: Sequence[int] = (16, 32, 64)
   blocks: int = 1
+  norm: str = "batch"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     x = nn.Conv(self.widths[0], (3, 3), use_bias=False)(x)
-    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.99)(x))
+    x = nn.relu(_norm(self.norm, train)(x))
     for i, width in enumerate(self.widths):
       for j in range(self.blocks):
-        x = ResidualBlock(width, stride=2 if (i > 0 and j == 0) else 1)(x, train)
+        x = ResidualBlock(width, stride=2 if (i > 0 and j == 0) else 1, norm=self.norm)(x, train)
     return jnp.mean(x, axis=(1, 2))
 
 
@@ -124,8 +137,8 @@ def lenet(num_classes, *, batch_norm=True, width=128):
 
 
 @MODELS.register("resnet")
-def resnet(num_classes, *, widths=(16, 32, 64), blocks=1):
-  return Classifier(ResNet(tuple(widths), blocks), num_classes)
+def resnet(num_classes, *, widths=(16, 32, 64), blocks=1, norm="batch"):
+  return Classifier(ResNet(tuple(widths), blocks, norm), num_classes)
 
 
 def build(model_config, num_classes: int) -> Classifier:

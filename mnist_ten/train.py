@@ -232,6 +232,7 @@ class Setup:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> Dict:
   """Trains (or resumes) the run in `workdir` and returns its results dict."""
+  start_time = time.time()
   workdir = pathlib.Path(workdir)
   is_main = jax.process_index() == 0
   setup = Setup(config)
@@ -258,14 +259,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> Dict:
   try:
     if not method.trains:
       return _evaluate_nonparametric(config, workdir, setup, is_main)
-    return _train(config, workdir, setup, is_main)
+    return _train(config, workdir, setup, is_main, start_time)
   finally:
     if is_main:
       logging.get_absl_logger().removeHandler(log_handler)
       log_handler.close()
 
 
-def _train(config, workdir, setup, is_main) -> Dict:
+def _train(config, workdir, setup, is_main, start_time) -> Dict:
   dataset, split, mesh, model, method = (setup.dataset, setup.split, setup.mesh,
                                          setup.model, setup.method)
   replicated = parallel.replicated(mesh)
@@ -273,11 +274,13 @@ def _train(config, workdir, setup, is_main) -> Dict:
   state = init_state(model, tx, config, dataset.image_shape, mesh)
   ckpt = checkpoint.Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints,
                                  read_only=not is_main)
-  train_seconds = 0.0
+  # Times accumulate over sittings: a resumed run reports its whole cost.
+  train_seconds, earlier_wall_seconds = 0.0, 0.0
   if ckpt.latest_step() is not None:
     state, extra = ckpt.restore(state)
     state = jax.device_put(state, replicated)
     train_seconds = float(extra.get("train_seconds", 0.0))
+    earlier_wall_seconds = float(extra.get("wall_seconds", 0.0))
     logging.info("resumed from step %d of %s", int(state.step), workdir / "checkpoints")
   elif config.init_from:
     state = load_init_from(state, config)
@@ -307,6 +310,11 @@ def _train(config, workdir, setup, is_main) -> Dict:
       scalars[f"{split_name}/macro_f1_{tag}"] = metrics["macro_f1"]
     writer.write_scalars(step, scalars)
     logging.info("eval step %d: %s", step, _format_metrics(scalars))
+    logging.info("eval step %d: per-class test accuracy (EMA) %s", step, " ".join(
+        f"{c}:{a:.3f}" for c, a in enumerate(out["test_ema"]["per_class_accuracy"])))
+    if is_main:  # the full record, confusion matrices included
+      with open(workdir / "evals.jsonl", "a") as f:
+        f.write(json.dumps({"step": step, **out}) + "\n")
     return out
 
   step = int(state.step)
@@ -347,7 +355,8 @@ def _train(config, workdir, setup, is_main) -> Dict:
       run_eval(step)
       window_start = time.time()  # evaluation time is not training time
     if step % config.checkpoint_every == 0 or last:
-      ckpt.save(step, state, train_seconds=np.float64(train_seconds))
+      ckpt.save(step, state, train_seconds=np.float64(train_seconds),
+                wall_seconds=np.float64(earlier_wall_seconds + time.time() - start_time))
   ckpt.wait()
   ckpt.close()
 
@@ -356,6 +365,7 @@ def _train(config, workdir, setup, is_main) -> Dict:
                        if train_seconds else 0.0)
   results = _results(config, setup, final["test_ema"], final["test_raw"], {
       "steps": step, "train_seconds": train_seconds, "compile_seconds": compile_seconds,
+      "wall_seconds": earlier_wall_seconds + time.time() - start_time,
       "images_per_second": images_per_second})
   if "val_ema" in final:
     results["val_accuracy_ema"] = final["val_ema"]["accuracy"]
@@ -400,7 +410,8 @@ def _evaluate_nonparametric(config, workdir, setup, is_main) -> Dict:
   metrics = evaluate.classification_metrics(dataset.test_labels, predictions,
                                             dataset.num_classes)
   results = _results(config, setup, metrics, metrics, {
-      "steps": 0, "train_seconds": time.time() - t, "images_per_second": 0.0})
+      "steps": 0, "train_seconds": time.time() - t, "wall_seconds": time.time() - t,
+      "images_per_second": 0.0})
   if is_main:
     _write_json(workdir / "results.json", results)
   logging.info("%s: test accuracy %.4f, macro-F1 %.4f", config.method,

@@ -14,6 +14,7 @@ from mnist_ten.errors import ConfigError
     ("small_cnn", {}, 7 * 7 * 32),
     ("lenet", {}, 128),
     ("resnet", {}, 64),
+    ("resnet", dict(norm="group", blocks=2), 64),
 ])
 def test_model_shapes_and_parts(name, kwargs, feature_dim):
   model = models.build(config_lib.model_config(name, **kwargs), num_classes=10)
