@@ -249,8 +249,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> Dict:
     log_handler.setFormatter(py_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log_handler.addFilter(OwnLogs())
     logging.get_absl_logger().addHandler(log_handler)
-  logging.info("run %r: method %s, model %s, %s with %d labeled / %d unlabeled train "
-               "images, %d devices (%s)", config.name, config.method, config.model.name,
+  logging.info("run %r: method %s, %s, %s with %d labeled / %d unlabeled train "
+               "images, %d devices (%s)", config.name, config.method,
+               f"model {config.model.name}" if method.trains else "no training",
                dataset.name, split.labeled.size, split.unlabeled.size, mesh.size,
                jax.devices()[0].device_kind)
   if split.validation.size:

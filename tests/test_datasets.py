@@ -68,6 +68,13 @@ ds = datasets.load(config.base().data.copy_and_resolve_references() if False els
                    __import__('ml_collections').ConfigDict(dict(config.base().data,
                    cache_dir={str(tmp_path)!r})))
 assert ds.train_images.shape == (40, 28, 28, 1)
+from mnist_ten import train
+c = config.base()
+c.data.cache_dir = {str(tmp_path)!r}
+c.model = config.model_config("mlp", widths=(8,))
+c.batch_size, c.eval_batch_size = 8, 10
+c.num_steps = c.log_every = c.eval_every = c.checkpoint_every = 2
+train.train_and_evaluate(c, {str(tmp_path / "run")!r})
 assert 'tensorflow' not in sys.modules, 'tensorflow was imported'
 assert 'tensorflow_datasets' not in sys.modules, 'tfds was imported'
 print('ok')
