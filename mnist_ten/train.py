@@ -318,48 +318,52 @@ def _train(config, workdir, setup, is_main, start_time) -> Dict:
         f.write(json.dumps({"step": step, **out}) + "\n")
     return out
 
-  step = int(state.step)
-  pending, window_start, window_steps = [], time.time(), 0
-  compile_seconds = 0.0
-  while step < config.num_steps:
-    t = time.time()
-    state, metrics = train_step(state, data)
-    step += config.steps_per_dispatch
-    if not compile_seconds:
-      jax.block_until_ready(state)  # the first call compiles: keep it out of images/s
-      compile_seconds = time.time() - t
-      window_start = time.time()
-    else:
-      window_steps += config.steps_per_dispatch
-    pending.append(metrics)
-    last = step >= config.num_steps
-    if step % config.log_every == 0 or step % config.checkpoint_every == 0 or last:
-      # Fetching the metrics syncs with the device; it also guarantees no NaN
-      # state is ever checkpointed.
-      means = {k: float(np.mean([float(m[k]) for m in pending])) for k in pending[0]}
-      pending = []
-      if not np.isfinite(means["loss"]):
-        raise TrainingError(
-            f"loss became {means['loss']} by step {step}; stopped without saving, the "
-            f"checkpoints in {workdir / 'checkpoints'} are untouched (last: step "
-            f"{ckpt.latest_step()}). Lower optim.lr or check the data.")
-      elapsed = time.time() - window_start
-      rate = window_steps * method.images_per_step / elapsed if window_steps else 0.0
-      train_seconds += elapsed
-      window_start, window_steps = time.time(), 0
-      remaining = (config.num_steps - step) * method.images_per_step / rate if rate else 0
-      writer.write_scalars(step, {**means, "images_per_second": rate})
-      logging.info("step %d/%d (%d%%) %s | %.0f img/s | ETA %s", step, config.num_steps,
-                   100 * step // config.num_steps, _format_metrics(means), rate,
-                   _format_seconds(remaining))
-    if step % config.eval_every == 0 and not last:
-      run_eval(step)
-      window_start = time.time()  # evaluation time is not training time
-    if step % config.checkpoint_every == 0 or last:
-      ckpt.save(step, state, train_seconds=np.float64(train_seconds),
-                wall_seconds=np.float64(earlier_wall_seconds + time.time() - start_time))
-  ckpt.wait()
-  ckpt.close()
+  try:
+    step = int(state.step)
+    pending, window_start, window_steps = [], time.time(), 0
+    compile_seconds = 0.0
+    while step < config.num_steps:
+      t = time.time()
+      state, metrics = train_step(state, data)
+      step += config.steps_per_dispatch
+      if not compile_seconds:
+        jax.block_until_ready(state)  # the first call compiles: keep it out of images/s
+        compile_seconds = time.time() - t
+        window_start = time.time()
+      else:
+        window_steps += config.steps_per_dispatch
+      pending.append(metrics)
+      last = step >= config.num_steps
+      if step % config.log_every == 0 or step % config.checkpoint_every == 0 or last:
+        # Fetching the metrics syncs with the device; it also guarantees no NaN
+        # state is ever checkpointed.
+        means = {k: float(np.mean([float(m[k]) for m in pending])) for k in pending[0]}
+        pending = []
+        if not np.isfinite(means["loss"]):
+          raise TrainingError(
+              f"loss became {means['loss']} by step {step}; stopped without saving, the "
+              f"checkpoints in {workdir / 'checkpoints'} are untouched (last: step "
+              f"{ckpt.latest_step()}). Lower optim.lr or check the data.")
+        elapsed = time.time() - window_start
+        rate = window_steps * method.images_per_step / elapsed if window_steps else 0.0
+        train_seconds += elapsed
+        window_start, window_steps = time.time(), 0
+        remaining = (config.num_steps - step) * method.images_per_step / rate if rate else 0
+        writer.write_scalars(step, {**means, "images_per_second": rate})
+        logging.info("step %d/%d (%d%%) %s | %.0f img/s | ETA %s", step, config.num_steps,
+                     100 * step // config.num_steps, _format_metrics(means), rate,
+                     _format_seconds(remaining))
+      if step % config.eval_every == 0 and not last:
+        run_eval(step)
+        window_start = time.time()  # evaluation time is not training time
+      if step % config.checkpoint_every == 0 or last:
+        ckpt.save(step, state, train_seconds=np.float64(train_seconds),
+                  wall_seconds=np.float64(earlier_wall_seconds + time.time() - start_time))
+  finally:
+    # Waits for an async save in flight, also when training stops on an error,
+    # so that no checkpoint is left half-written by this process.
+    ckpt.wait()
+    ckpt.close()
 
   final = run_eval(step)
   images_per_second = (config.num_steps * method.images_per_step / train_seconds
