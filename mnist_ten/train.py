@@ -5,6 +5,7 @@ batches on device, lets the method compute its loss, and applies the
 optimizer and the EMA. The loop around it logs, evaluates, checkpoints, and
 resumes from the workdir.
 """
+import contextlib
 import json
 import logging as py_logging
 import pathlib
@@ -188,6 +189,30 @@ class OwnLogs(py_logging.Filter):
             or record.pathname.endswith("launch.py"))
 
 
+class _LogFile:
+  """Copies this project's INFO lines into the workdir's log.txt whatever the
+  console's verbosity (a notebook shows only warnings, the file keeps all)."""
+
+  def __init__(self, path: pathlib.Path):
+    self._handler = py_logging.FileHandler(path)
+    self._handler.setFormatter(py_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    self._handler.addFilter(OwnLogs())
+
+  def __enter__(self):
+    logger, console = logging.get_absl_logger(), logging.get_absl_handler()
+    self._saved = (logger.level, console.level)
+    console.setLevel(logger.getEffectiveLevel())  # the console keeps its verbosity
+    logger.setLevel(min(logger.getEffectiveLevel(), py_logging.INFO))
+    logger.addHandler(self._handler)
+
+  def __exit__(self, *exc):
+    logger, console = logging.get_absl_logger(), logging.get_absl_handler()
+    logger.removeHandler(self._handler)
+    self._handler.close()
+    logger.setLevel(self._saved[0])
+    console.setLevel(self._saved[1])
+
+
 def _write_json(path: pathlib.Path, obj):
   tmp = path.with_suffix(path.suffix + ".tmp")
   tmp.write_text(json.dumps(obj, indent=2, default=str))
@@ -237,34 +262,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> Dict:
   is_main = jax.process_index() == 0
   setup = Setup(config)
   check_workdir(workdir, config)
-  dataset, split, mesh, model, method = (setup.dataset, setup.split, setup.mesh,
-                                         setup.model, setup.method)
+  dataset, split, method = setup.dataset, setup.split, setup.method
   if is_main:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(config_lib.to_json(config))
     _write_json(workdir / "split.json", {
         "dataset": dataset.name, "num_classes": dataset.num_classes,
         "image_shape": list(dataset.image_shape), **split.to_json()})
-    log_handler = py_logging.FileHandler(workdir / "log.txt")
-    log_handler.setFormatter(py_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log_handler.addFilter(OwnLogs())
-    logging.get_absl_logger().addHandler(log_handler)
-  logging.info("run %r: method %s, %s, %s with %d labeled / %d unlabeled train "
-               "images, %d devices (%s)", config.name, config.method,
-               f"model {config.model.name}" if method.trains else "no training",
-               dataset.name, split.labeled.size, split.unlabeled.size, mesh.size,
-               jax.devices()[0].device_kind)
-  if split.validation.size:
-    logging.info("holding out %d train images as a validation set: their labels are "
-                 "used for monitoring only, never for training", split.validation.size)
-  try:
+  with _LogFile(workdir / "log.txt") if is_main else contextlib.nullcontext():
+    logging.info("run %r: method %s, %s, %s with %d labeled / %d unlabeled train "
+                 "images, %d devices (%s)", config.name, config.method,
+                 f"model {config.model.name}" if method.trains else "no training",
+                 dataset.name, split.labeled.size, split.unlabeled.size, setup.mesh.size,
+                 jax.devices()[0].device_kind)
+    if split.validation.size:
+      logging.info("holding out %d train images as a validation set: their labels are "
+                   "used for monitoring only, never for training", split.validation.size)
     if not method.trains:
       return _evaluate_nonparametric(config, workdir, setup, is_main)
     return _train(config, workdir, setup, is_main, start_time)
-  finally:
-    if is_main:
-      logging.get_absl_logger().removeHandler(log_handler)
-      log_handler.close()
 
 
 def _train(config, workdir, setup, is_main, start_time) -> Dict:

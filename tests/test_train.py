@@ -152,3 +152,14 @@ def test_init_from_a_missing_run(toy_config, tmp_path):
   toy_config.init_from = str(tmp_path / "nowhere")
   with pytest.raises(WorkdirError, match="holds no checkpoints"):
     train.train_and_evaluate(toy_config, tmp_path / "run")
+
+
+def test_validation_set_is_monitored_not_trained_on(toy_config, tmp_path):
+  toy_config.data.validation_size = 50
+  results = train.train_and_evaluate(toy_config, tmp_path)
+  split = json.loads((tmp_path / "split.json").read_text())
+  assert len(split["validation"]) == 50
+  assert not set(split["validation"]) & set(split["labeled"])
+  assert split["num_unlabeled"] == 300 - 50 - 10
+  assert 0.0 <= results["val_accuracy_ema"] <= 1.0
+  assert "labels are used for monitoring only" in (tmp_path / "log.txt").read_text()
