@@ -12,5 +12,60 @@ def cross_entropy(logits, labels, *, label_smoothing: float = 0.0):
   return optax.softmax_cross_entropy(logits, targets).mean()
 
 
+def soft_cross_entropy(logits, targets):
+  """Per-example cross-entropy against probability targets."""
+  return optax.softmax_cross_entropy(logits, targets)
+
+
 def accuracy(logits, labels):
   return jnp.mean(jnp.argmax(logits, -1) == labels)
+
+
+def sharpen(probs, temperature: float):
+  """MixMatch's sharpening: p^(1/T), renormalised; T -> 0 gives one-hot."""
+  p = probs ** (1.0 / temperature)
+  return p / p.sum(-1, keepdims=True)
+
+
+def confident_pseudo_labels(logits, threshold: float):
+  """FixMatch's hard pseudo-labels: (argmax, mask of max prob >= threshold),
+  both without gradient."""
+  probs = jax.nn.softmax(jax.lax.stop_gradient(logits))
+  return probs.argmax(-1), (probs.max(-1) >= threshold).astype(jnp.float32)
+
+
+def mixup(key, x, y, alpha: float):
+  """Mixes each example with a random partner of the same batch (MixMatch's
+  variant: lambda' = max(lambda, 1 - lambda) keeps each mix closer to its own
+  example). Returns (mixed x, mixed y)."""
+  k_lam, k_perm = jax.random.split(key)
+  lam = jax.random.beta(k_lam, alpha, alpha, (x.shape[0],))
+  lam = jnp.maximum(lam, 1.0 - lam)
+  perm = jax.random.permutation(k_perm, x.shape[0])
+  lx = lam.reshape((-1,) + (1,) * (x.ndim - 1))
+  ly = lam.reshape((-1,) + (1,) * (y.ndim - 1))
+  return lx * x + (1 - lx) * x[perm], ly * y + (1 - ly) * y[perm]
+
+
+def nt_xent(z1, z2, temperature: float):
+  """SimCLR's normalised-temperature cross-entropy over 2N views: each view's
+  positive is its partner, the other 2N - 2 views are negatives."""
+  z = jnp.concatenate([z1, z2])
+  z = z / jnp.linalg.norm(z, axis=-1, keepdims=True).clip(1e-12)
+  sim = z @ z.T / temperature
+  n = z1.shape[0]
+  sim = jnp.where(jnp.eye(2 * n, dtype=bool), -jnp.inf, sim)
+  positives = jnp.concatenate([jnp.arange(n, 2 * n), jnp.arange(n)])
+  return optax.softmax_cross_entropy_with_integer_labels(sim, positives).mean()
+
+
+def linear_rampup(step, length: int):
+  """0 -> 1 linearly over `length` steps, then 1 (1 at once when length is 0)."""
+  if not length:
+    return jnp.ones(())
+  return jnp.clip(step / length, 0.0, 1.0)
+
+
+def entropy(probs):
+  """Per-example entropy in nats."""
+  return -jnp.sum(probs * jnp.log(probs.clip(1e-12)), -1)

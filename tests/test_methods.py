@@ -18,3 +18,41 @@ def test_knn_majority_vote():
   # Nearest is class 0, but 2 of the 3 nearest are class 1.
   pred = knn.knn_predict(train_x, train_y, jnp.asarray([[0.4]]), k=3, num_classes=2)
   assert int(pred[0]) == 1
+
+
+def _fixmatch(threshold):
+  from configs import fixmatch as fixmatch_config
+  from mnist_ten import methods
+  config = fixmatch_config.get_config()
+  config.batch_size, config.fixmatch.mu, config.fixmatch.threshold = 4, 2, threshold
+  return methods.build(config, methods.Context(num_classes=3, hflip_allowed=False))
+
+
+def _batches():
+  import jax
+  from mnist_ten.input_pipeline import Batch
+  images = jax.random.uniform(jax.random.key(0), (12, 28, 28, 1))
+  return Batch(images[:4], jnp.asarray([0, 1, 2, 0])), Batch(images[4:])
+
+
+def test_fixmatch_batch_shapes_and_mask():
+  import jax
+  seen = []
+
+  def forward(params, images, train=True, features=False):
+    seen.append(images.shape)
+    # Confident class 1 on every image: the weak view's pseudo-label is 1.
+    return jnp.tile(jnp.asarray([[0.0, params, 0.0]]), (images.shape[0], 1)), {}
+
+  labeled, unlabeled = _batches()
+  method = _fixmatch(threshold=0.95)
+  assert method.images_per_step == 4 + 2 * 8
+  loss, metrics, _ = method.loss(jnp.float32(10.0), forward=forward, labeled=labeled,
+                                 unlabeled=unlabeled, rng=jax.random.key(1), step=0)
+  assert seen == [(20, 28, 28, 1)]  # one forward pass over labeled + weak + strong
+  assert float(metrics["mask_rate"]) == 1.0
+  assert float(metrics["loss/unsupervised"]) < 1e-3
+  _, metrics, _ = _fixmatch(threshold=1.01).loss(
+      jnp.float32(10.0), forward=forward, labeled=labeled, unlabeled=unlabeled,
+      rng=jax.random.key(1), step=0)
+  assert float(metrics["mask_rate"]) == 0.0 and float(metrics["loss/unsupervised"]) == 0.0

@@ -1,0 +1,62 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mnist_ten import losses
+
+
+def test_cross_entropy_with_smoothing():
+  logits = jnp.log(jnp.asarray([[0.7, 0.2, 0.1]]))
+  np.testing.assert_allclose(losses.cross_entropy(logits, jnp.asarray([0])), -np.log(0.7),
+                             rtol=1e-6)
+  smoothed = losses.cross_entropy(logits, jnp.asarray([0]), label_smoothing=0.3)
+  targets = np.array([0.8, 0.1, 0.1])
+  np.testing.assert_allclose(smoothed, -(targets * np.log([0.7, 0.2, 0.1])).sum(), rtol=1e-6)
+
+
+def test_sharpen():
+  p = jnp.asarray([[0.6, 0.3, 0.1]])
+  np.testing.assert_allclose(losses.sharpen(p, 1.0), p, rtol=1e-6)
+  sharp = losses.sharpen(p, 0.5)
+  np.testing.assert_allclose(sharp, np.array([[36, 9, 1]]) / 46, rtol=1e-6)
+  assert float(losses.sharpen(p, 0.01)[0, 0]) > 0.999
+
+
+def test_confident_pseudo_labels_mask_and_no_gradient():
+  logits = jnp.asarray([[5.0, 0.0, 0.0], [0.1, 0.0, 0.2]])
+  labels, mask = losses.confident_pseudo_labels(logits, 0.95)
+  np.testing.assert_array_equal(labels, [0, 2])
+  np.testing.assert_array_equal(mask, [1.0, 0.0])
+  grad = jax.grad(lambda l: losses.confident_pseudo_labels(l, 0.5)[1].sum())(logits)
+  assert float(jnp.abs(grad).sum()) == 0.0
+
+
+def test_mixup_keeps_each_example_dominant():
+  x = jnp.eye(8)
+  y = jax.nn.one_hot(jnp.arange(8), 8)
+  mx, my = losses.mixup(jax.random.key(0), x, y, alpha=0.75)
+  np.testing.assert_allclose(mx, my)  # x and y are mixed with the same weights
+  assert bool(jnp.all(jnp.diag(my) >= 0.5 - 1e-6))
+  np.testing.assert_allclose(my.sum(1), 1.0, rtol=1e-6)
+
+
+def test_nt_xent():
+  z = jax.random.normal(jax.random.key(0), (16, 8))
+  aligned = losses.nt_xent(z, z, temperature=0.1)
+  shuffled = losses.nt_xent(z, jnp.roll(z, 1, axis=0), temperature=0.1)
+  assert float(aligned) < float(shuffled)
+  # Uniform similarities give log(2N - 1).
+  zero = losses.nt_xent(jnp.ones((4, 3)), jnp.ones((4, 3)), temperature=1.0)
+  np.testing.assert_allclose(zero, np.log(7), rtol=1e-5)
+
+
+@pytest.mark.parametrize("step, length, expected", [(0, 10, 0.0), (5, 10, 0.5), (20, 10, 1.0),
+                                                    (0, 0, 1.0)])
+def test_linear_rampup(step, length, expected):
+  assert float(losses.linear_rampup(step, length)) == pytest.approx(expected)
+
+
+def test_entropy():
+  np.testing.assert_allclose(losses.entropy(jnp.full((1, 4), 0.25)), [np.log(4)], rtol=1e-6)
+  np.testing.assert_allclose(losses.entropy(jnp.asarray([[1.0, 0.0]])), [0.0], atol=1e-6)
