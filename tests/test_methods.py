@@ -1,5 +1,6 @@
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from mnist_ten.methods import knn
 
@@ -56,3 +57,33 @@ def test_fixmatch_batch_shapes_and_mask():
       jnp.float32(10.0), forward=forward, labeled=labeled, unlabeled=unlabeled,
       rng=jax.random.key(1), step=0)
   assert float(metrics["mask_rate"]) == 0.0 and float(metrics["loss/unsupervised"]) == 0.0
+
+
+def _mixmatch(mixup):
+  from configs import mixmatch as mixmatch_config
+  from mnist_ten import methods
+  config = mixmatch_config.get_config("" if mixup else "nomixup")
+  config.batch_size, config.mixmatch.mu = 4, 2
+  return methods.build(config, methods.Context(num_classes=3, hflip_allowed=False))
+
+
+@pytest.mark.parametrize("mixup", [True, False])
+def test_mixmatch_guesses_sharpened_labels(mixup):
+  import jax
+  seen = []
+
+  def forward(params, images, train=True, features=False):
+    seen.append(images.shape[0])
+    return jnp.tile(jnp.asarray([[0.0, params, 0.0]]), (images.shape[0], 1)), {}
+
+  labeled, unlabeled = _batches()
+  method = _mixmatch(mixup)
+  loss, metrics, _ = method.loss(jnp.float32(1.0), forward=forward, labeled=labeled,
+                                 unlabeled=unlabeled, rng=jax.random.key(0), step=10_000)
+  assert seen == [2 * 8, 4 + 2 * 8]  # the guessing pass, then the training pass
+  assert method.images_per_step == sum(seen)
+  assert float(metrics["lambda_u"]) == 75.0  # ramped up fully
+  # The guess sharpens the constant prediction softmax([0, 1, 0]) towards class 1.
+  p = np.exp([0.0, 1.0, 0.0]) / np.exp([0.0, 1.0, 0.0]).sum()
+  np.testing.assert_allclose(metrics["guess_confidence"], p[1], rtol=1e-5)
+  assert np.isfinite(float(loss))

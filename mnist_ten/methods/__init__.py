@@ -56,5 +56,5 @@ def build(config, ctx: Context) -> Method:
 
 
 # Importing a method's module registers it.
-for _module in ("supervised", "knn", "fixmatch"):
+for _module in ("supervised", "knn", "fixmatch", "mixmatch"):
   importlib.import_module(f"mnist_ten.methods.{_module}")

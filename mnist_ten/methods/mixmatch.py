@@ -1,0 +1,57 @@
+"""MixMatch (Berthelot et al. 2019): guess labels for K augmentations of each
+unlabeled image by averaging the model's predictions and sharpening them, mix
+labeled and unlabeled examples with mixup, then cross-entropy on the labeled
+part and L2 between probabilities on the unlabeled part, with lambda_u ramped up.
+
+`mixmatch.mixup=False` trains on the un-mixed batches (the ablation the seed
+project compared).
+"""
+import jax
+import jax.numpy as jnp
+
+from mnist_ten import losses
+from mnist_ten.methods import METHODS, Method
+
+
+@METHODS.register("mixmatch")
+class MixMatch(Method):
+
+  def __init__(self, config, ctx):
+    super().__init__(config, ctx)
+    cfg = config.mixmatch
+    self.labeled_batch_size = config.batch_size
+    self.unlabeled_batch_size = config.batch_size * cfg.mu
+    self.augment = ctx.augmenter(config.augment.labeled)
+
+  @property
+  def images_per_step(self):
+    k_views = self.config.mixmatch.k * self.unlabeled_batch_size
+    return k_views + self.labeled_batch_size + k_views  # guessing pass + training pass
+
+  def loss(self, params, *, forward, labeled, unlabeled, rng, step):
+    cfg = self.config.mixmatch
+    num_classes = self.ctx.num_classes
+    k_lab, k_unl, k_mix = jax.random.split(rng, 3)
+    x = self.augment(k_lab, labeled.images)
+    u = jnp.concatenate([self.augment(k, unlabeled.images)
+                         for k in jax.random.split(k_unl, cfg.k)])  # K views, view-major
+    guess_logits, _ = forward(params, u)
+    probs = jax.nn.softmax(jax.lax.stop_gradient(guess_logits)).reshape(
+        (cfg.k, -1, num_classes)).mean(0)
+    guess = jnp.tile(losses.sharpen(probs, cfg.temperature), (cfg.k, 1))
+
+    inputs = jnp.concatenate([x, u])
+    targets = jnp.concatenate([jax.nn.one_hot(labeled.labels, num_classes), guess])
+    if cfg.mixup:
+      # Each example is mixed with a random partner from the whole batch, as in
+      # the paper's W = shuffle(concat(X, U)).
+      inputs, targets = losses.mixup(k_mix, inputs, targets, cfg.alpha)
+    logits, batch_stats = forward(params, inputs)
+    n = x.shape[0]
+    supervised = losses.soft_cross_entropy(logits[:n], targets[:n]).mean()
+    unsupervised = jnp.mean((jax.nn.softmax(logits[n:]) - targets[n:]) ** 2)
+    weight = cfg.lambda_u * losses.linear_rampup(step, cfg.rampup_steps)
+    return supervised + weight * unsupervised, {
+        "loss/supervised": supervised, "loss/unsupervised": unsupervised,
+        "lambda_u": weight, "guess_confidence": probs.max(-1).mean(),
+    }, batch_stats
