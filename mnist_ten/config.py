@@ -66,6 +66,7 @@ def base() -> ml_collections.ConfigDict:
 
   c.init_from = ""          # a workdir whose latest weights initialise this run
   c.init_scope = "encoder"  # encoder | all
+  c.freeze_encoder = False  # train the heads only (a linear probe on a pretrained encoder)
 
   c.knn = ml_collections.ConfigDict(dict(k=1))
   return c

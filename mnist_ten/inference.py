@@ -63,7 +63,7 @@ def load_classifier(workdir, *, use_ema: bool = True) -> Classifier:
     raise WorkdirError(f"{str(workdir)!r} holds no complete checkpoint yet")
   raw = ckpt.restore_raw()
   ckpt.close()
-  model = models.build(config.model, num_classes)
+  model = models.build(config.model, num_classes, aux_widths=method.aux_widths)
   variables = {"params": raw["ema_params" if use_ema else "params"]}
   if raw.get("batch_stats"):
     variables["batch_stats"] = raw["batch_stats"]

@@ -1,14 +1,16 @@
 """Flax models, chosen by `config.model.name`; the other `config.model` fields
-are the constructor's keyword arguments.
+are the encoder's keyword arguments.
 
-Every model is a `Classifier`: an `encoder` (images -> feature vectors) and a
-linear `head` (features -> logits), with parameters under `encoder/` and
-`head/`, so methods can pretrain an encoder, freeze it, or swap the head.
-Inputs are NHWC floats in [0, 1].
+Every model is a `Classifier`: an `encoder` (images -> feature vectors), a
+linear `head` (features -> logits) and, when a method asks for one, an
+`aux_head` (a pretext classifier, a contrastive projection). Parameters sit
+under `encoder/`, `head/` and `aux_head/`, so methods can pretrain an encoder,
+freeze it, or swap heads. Inputs are NHWC floats in [0, 1].
 """
 from typing import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from mnist_ten.errors import ConfigError
@@ -17,18 +19,47 @@ from mnist_ten.registry import Registry
 MODELS: Registry = Registry("model")
 
 
+OUTPUTS = ("logits", "features", "aux", "all")
+
+
+class MLPHead(nn.Module):
+  """Dense layers with ReLU between them (not after the last)."""
+  widths: Sequence[int]
+
+  @nn.compact
+  def __call__(self, x):
+    for i, width in enumerate(self.widths):
+      x = nn.Dense(width)(x)
+      if i < len(self.widths) - 1:
+        x = nn.relu(x)
+    return x
+
+
 class Classifier(nn.Module):
+  """encoder -> features -> {head: logits, aux_head: auxiliary outputs}.
+
+  `frozen_encoder` keeps the encoder in inference mode (batch-norm running
+  statistics, no updates) and blocks its gradient: a linear probe.
+  """
   encoder: nn.Module
   num_classes: int
+  aux_widths: Sequence[int] = ()
+  frozen_encoder: bool = False
 
   def setup(self):
-    self.head = nn.Dense(self.num_classes, name="head")
+    self.head = nn.Dense(self.num_classes)
+    self.aux_head = MLPHead(tuple(self.aux_widths)) if self.aux_widths else None
 
-  def __call__(self, x, train: bool = False):
-    return self.head(self.encoder(x, train=train))
-
-  def features(self, x, train: bool = False):
-    return self.encoder(x, train=train)
+  def __call__(self, x, train: bool = False, output: str = "logits"):
+    features = self.encoder(x, train=train and not self.frozen_encoder)
+    if self.frozen_encoder:
+      features = jax.lax.stop_gradient(features)
+    # Every head runs (they are tiny next to the encoder) so that init creates
+    # all parameters whatever the output asked for.
+    outputs = {"features": features, "logits": self.head(features)}
+    if self.aux_head is not None:
+      outputs["aux"] = self.aux_head(features)
+    return outputs if output == "all" else outputs[output]
 
 
 class MLP(nn.Module):
@@ -122,30 +153,33 @@ class ResNet(nn.Module):
 
 
 @MODELS.register("mlp")
-def mlp(num_classes, *, widths=(512, 512)):
-  return Classifier(MLP(tuple(widths)), num_classes)
+def mlp(*, widths=(512, 512)):
+  return MLP(tuple(widths))
 
 
 @MODELS.register("small_cnn")
-def small_cnn(num_classes, *, channels=(16, 32), kernels=(5, 7)):
-  return Classifier(SmallCNN(tuple(channels), tuple(kernels)), num_classes)
+def small_cnn(*, channels=(16, 32), kernels=(5, 7)):
+  return SmallCNN(tuple(channels), tuple(kernels))
 
 
 @MODELS.register("lenet")
-def lenet(num_classes, *, batch_norm=True, width=128):
-  return Classifier(LeNet(batch_norm, width), num_classes)
+def lenet(*, batch_norm=True, width=128):
+  return LeNet(batch_norm, width)
 
 
 @MODELS.register("resnet")
-def resnet(num_classes, *, widths=(16, 32, 64), blocks=1, norm="batch"):
-  return Classifier(ResNet(tuple(widths), blocks, norm), num_classes)
+def resnet(*, widths=(16, 32, 64), blocks=1, norm="batch"):
+  return ResNet(tuple(widths), blocks, norm)
 
 
-def build(model_config, num_classes: int) -> Classifier:
-  """Builds `model_config.name` with the remaining fields as keyword arguments."""
+def build(model_config, num_classes: int, *, aux_widths=(),
+          frozen_encoder: bool = False) -> Classifier:
+  """A `Classifier` around the encoder `model_config.name`, built with the
+  remaining fields as keyword arguments."""
   kwargs = {k: v for k, v in model_config.items() if k != "name"}
   factory = MODELS.get(model_config.name)
   try:
-    return factory(num_classes, **kwargs)
+    encoder = factory(**kwargs)
   except TypeError as e:
     raise ConfigError(f"model {model_config.name!r}: {e}") from None
+  return Classifier(encoder, num_classes, tuple(aux_widths), frozen_encoder)

@@ -61,7 +61,7 @@ def adamw(cfg, lr):
                      mask=_decay_mask)
 
 
-def make(cfg, num_steps: int):
+def make(cfg, num_steps: int, *, frozen_encoder: bool = False):
   """Returns (optax transformation, schedule) for `config.optim`."""
   if cfg.lr <= 0:
     raise ConfigError(f"optim.lr must be > 0, got {cfg.lr}")
@@ -69,4 +69,9 @@ def make(cfg, num_steps: int):
   tx = OPTIMIZERS.get(cfg.name)(cfg, schedule)
   if cfg.grad_clip:
     tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), tx)
+  if frozen_encoder:
+    # A frozen encoder gets no update at all: no weight decay, no momentum.
+    tx = optax.multi_transform(
+        {"train": tx, "frozen": optax.set_to_zero()},
+        lambda params: {k: "frozen" if k == "encoder" else "train" for k in params})
   return tx, schedule

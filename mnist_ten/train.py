@@ -56,17 +56,17 @@ def ema_decay_at(decay: float, step):
 
 
 def make_forward(model: models.Classifier, batch_stats):
-  """forward(params, images, train, features) -> (outputs, new batch stats)."""
+  """forward(params, images, train, output) -> (outputs, new batch stats);
+  output is one of models.OUTPUTS ("all" gives a dict of every output)."""
 
-  def forward(params, images, *, train: bool = True, features: bool = False):
+  def forward(params, images, *, train: bool = True, output: str = "logits"):
     variables = {"params": params}
-    fn = models.Classifier.features if features else models.Classifier.__call__
     if not batch_stats:
-      return model.apply(variables, images, train=train, method=fn), batch_stats
+      return model.apply(variables, images, train=train, output=output), batch_stats
     variables["batch_stats"] = batch_stats
     if not train:
-      return model.apply(variables, images, train=False, method=fn), batch_stats
-    out, updates = model.apply(variables, images, train=True, method=fn,
+      return model.apply(variables, images, train=False, output=output), batch_stats
+    out, updates = model.apply(variables, images, train=True, output=output,
                                mutable=["batch_stats"])
     return out, updates["batch_stats"]
   return forward
@@ -124,7 +124,7 @@ def init_state(model, tx, config, image_shape, mesh) -> TrainState:
 
 
 def load_init_from(state: TrainState, config) -> TrainState:
-  """Copies the encoder (or everything but the optimizer) of another run."""
+  """Copies the encoder (or every matching part) of another run's EMA weights."""
   source = pathlib.Path(config.init_from)
   ckpt_dir = source / "checkpoints"
   if not ckpt_dir.is_dir():
@@ -136,10 +136,11 @@ def load_init_from(state: TrainState, config) -> TrainState:
   ckpt.close()
   # The EMA weights are the other run's final model, when it kept them.
   src_params, src_stats = raw["ema_params"], raw.get("batch_stats") or {}
-  if config.init_scope == "encoder":
-    src_params = {**state.params, "encoder": src_params.get("encoder")}
-    src_stats = {**state.batch_stats, "encoder": src_stats.get("encoder", {})} \
-        if state.batch_stats else {}
+  # "encoder": the encoder alone; "all": every part (encoder, heads) both models have.
+  parts = ["encoder"] if config.init_scope == "encoder" else [
+      k for k in state.params if k in src_params]
+  src_params = {**state.params, **{k: src_params.get(k) for k in parts}}
+  src_stats = {**state.batch_stats, **{k: src_stats[k] for k in parts if k in src_stats}}
   try:
     params = flax.serialization.from_state_dict(state.params, src_params)
     stats = flax.serialization.from_state_dict(state.batch_stats, src_stats)
@@ -241,10 +242,12 @@ class Setup:
         labeled_indices=tuple(config.data.labeled_indices),
         validation_size=config.data.validation_size)
     self.mesh = parallel.make_mesh()
-    self.model = models.build(config.model, self.dataset.num_classes)
     ctx = methods.Context(num_classes=self.dataset.num_classes,
                           hflip_allowed=datasets.hflip_allowed(config.data))
     self.method = methods.build(config, ctx)
+    self.model = models.build(config.model, self.dataset.num_classes,
+                              aux_widths=self.method.aux_widths,
+                              frozen_encoder=config.freeze_encoder)
     if self.method.trains:
       for name, size in [("batch size", self.method.labeled_batch_size),
                          ("unlabeled batch size", self.method.unlabeled_batch_size),
@@ -287,7 +290,8 @@ def _train(config, workdir, setup, is_main, start_time) -> Dict:
   dataset, split, mesh, model, method = (setup.dataset, setup.split, setup.mesh,
                                          setup.model, setup.method)
   replicated = parallel.replicated(mesh)
-  tx, schedule = optim.make(config.optim, config.num_steps)
+  tx, schedule = optim.make(config.optim, config.num_steps,
+                            frozen_encoder=config.freeze_encoder)
   state = init_state(model, tx, config, dataset.image_shape, mesh)
   ckpt = checkpoint.Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints,
                                  read_only=not is_main)

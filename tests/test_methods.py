@@ -40,7 +40,7 @@ def test_fixmatch_batch_shapes_and_mask():
   import jax
   seen = []
 
-  def forward(params, images, train=True, features=False):
+  def forward(params, images, train=True, output="logits"):
     seen.append(images.shape)
     # Confident class 1 on every image: the weak view's pseudo-label is 1.
     return jnp.tile(jnp.asarray([[0.0, params, 0.0]]), (images.shape[0], 1)), {}
@@ -72,7 +72,7 @@ def test_mixmatch_guesses_sharpened_labels(mixup):
   import jax
   seen = []
 
-  def forward(params, images, train=True, features=False):
+  def forward(params, images, train=True, output="logits"):
     seen.append(images.shape[0])
     return jnp.tile(jnp.asarray([[0.0, params, 0.0]]), (images.shape[0], 1)), {}
 

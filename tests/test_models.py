@@ -22,8 +22,26 @@ def test_model_shapes_and_parts(name, kwargs, feature_dim):
   variables = model.init(jax.random.key(0), x)
   assert set(variables["params"]) == {"encoder", "head"}
   assert model.apply(variables, x).shape == (3, 10)
-  features = model.apply(variables, x, method=models.Classifier.features)
+  features = model.apply(variables, x, output="features")
   assert features.shape == (3, feature_dim)
+
+
+def test_aux_head_and_frozen_encoder():
+  x = jnp.ones((2, 28, 28, 1))
+  model = models.build(config_lib.model_config("lenet"), 10, aux_widths=(32, 8))
+  variables = model.init(jax.random.key(0), x)
+  assert set(variables["params"]) == {"encoder", "head", "aux_head"}
+  out = model.apply(variables, x, output="all")
+  assert out["aux"].shape == (2, 8) and out["logits"].shape == (2, 10)
+  frozen = models.build(config_lib.model_config("lenet"), 10, frozen_encoder=True)
+  # In train mode a frozen encoder neither updates its batch statistics nor
+  # passes gradients.
+  _, updates = frozen.apply(variables, x, train=True, mutable=["batch_stats"])
+  assert jax.tree.all(jax.tree.map(lambda a, b: bool((a == b).all()),
+                                   updates["batch_stats"], variables["batch_stats"]))
+  grads = jax.grad(lambda p: frozen.apply({**variables, "params": p}, x).sum())(
+      variables["params"])
+  assert all(float(jnp.abs(g).sum()) == 0 for g in jax.tree.leaves(grads["encoder"]))
 
 
 def test_mlp_784_512_512_10_parameter_count():

@@ -5,8 +5,9 @@ A method is a class in its own module whose `loss` is a pure function:
     loss(params, *, forward, labeled, unlabeled, rng, step)
         -> (scalar loss, {name: scalar metric}, new batch statistics)
 
-`forward(params, images, train=True, features=False) -> (outputs, batch_stats)`
-runs the model; `labeled` is a `Batch(images, labels)`, `unlabeled` a
+`forward(params, images, train=True, output="logits") -> (outputs, batch_stats)`
+runs the model (output: "logits", "features", "aux" for the auxiliary head
+that the method's `aux_widths` asks for, or "all" for a dict of the three); `labeled` is a `Batch(images, labels)`, `unlabeled` a
 `Batch(images)` without labels (or None when the method asks for none). Images
 arrive un-augmented in [0, 1]: the method augments the views it needs with
 `ctx.augmenter(spec)`. The trainer stays generic: it samples the batches,
@@ -37,6 +38,7 @@ class Method:
   trains = True  # False for non-parametric baselines (no optimizer, no steps)
   labeled_batch_size: int = 0
   unlabeled_batch_size: int = 0
+  aux_widths: tuple = ()  # layer widths of the auxiliary head the method needs, if any
 
   def __init__(self, config, ctx: Context):
     self.config = config
