@@ -67,6 +67,10 @@ def base() -> ml_collections.ConfigDict:
   c.init_from = ""          # a workdir whose latest weights initialise this run
   c.init_scope = "encoder"  # encoder | all
   c.freeze_encoder = False  # train the heads only (a linear probe on a pretrained encoder)
+  # A two-stage config sets `pretrain` to a whole stage-1 config (see
+  # configs/pretext.py); empty: one stage.
+  c.pretrain = ml_collections.ConfigDict()
+  c.eval_with = "head"  # head | knn (nearest labeled example in feature space)
 
   c.knn = ml_collections.ConfigDict(dict(k=1))
   return c
@@ -106,6 +110,8 @@ def validate(config):
     raise ConfigError(f"ema_decay must be in [0, 1), got {config.ema_decay}")
   if not 0.0 <= config.label_smoothing < 1.0:
     raise ConfigError(f"label_smoothing must be in [0, 1), got {config.label_smoothing}")
+  if config.eval_with not in ("head", "knn"):
+    raise ConfigError(f"eval_with must be 'head' or 'knn', got {config.eval_with!r}")
   if config.init_scope not in ("encoder", "all"):
     raise ConfigError(f"init_scope must be 'encoder' or 'all', got {config.init_scope!r}")
 

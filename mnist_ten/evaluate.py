@@ -26,8 +26,9 @@ def classification_metrics(labels: np.ndarray, predictions: np.ndarray,
           "confusion": confusion.tolist()}
 
 
-def make_predict(logits_fn: Callable, batch_size: int, sharding) -> Callable:
-  """Returns predict(variables, uint8 images on device) -> numpy class ids.
+def make_predict(logits_fn: Callable, batch_size: int, sharding, argmax: bool = True) -> Callable:
+  """Returns predict(variables, uint8 images on device) -> numpy class ids
+  (or, with argmax=False, the raw outputs of logits_fn).
 
   `logits_fn(variables, float_images)` is evaluated in jit-compiled chunks of
   `batch_size` (padded at the end) sharded over the mesh.
@@ -36,7 +37,8 @@ def make_predict(logits_fn: Callable, batch_size: int, sharding) -> Callable:
   @jax.jit
   def chunk_predict(variables, images):
     images = jax.lax.with_sharding_constraint(images, sharding)
-    return jnp.argmax(logits_fn(variables, images.astype(jnp.float32) / 255.0), -1)
+    out = logits_fn(variables, images.astype(jnp.float32) / 255.0)
+    return jnp.argmax(out, -1) if argmax else out
 
   def predict(variables, images):
     n = images.shape[0]
@@ -48,3 +50,28 @@ def make_predict(logits_fn: Callable, batch_size: int, sharding) -> Callable:
            for i in range(0, padded, batch_size)]
     return np.asarray(jnp.concatenate(out))[:n]
   return predict
+
+
+def make_knn_predict(features_fn: Callable, labeled_images, labeled_labels, num_classes: int,
+                     batch_size: int, sharding) -> Callable:
+  """Like make_predict, but each image takes the class of its nearest labeled
+  example by cosine similarity of `features_fn(variables, float_images)`:
+  how well an encoder separates classes before any head is trained."""
+  features_predict = make_predict(
+      lambda v, x: _normalise(features_fn(v, x)), batch_size, sharding, argmax=False)
+  one_hot = jax.nn.one_hot(labeled_labels, num_classes)
+  # The labeled features are an argument, not a constant: one compilation serves
+  # every evaluation.
+  nearest_predict = make_predict(
+      lambda v_and_labeled, x: one_hot[jnp.argmax(
+          _normalise(features_fn(v_and_labeled[0], x)) @ v_and_labeled[1].T, -1)],
+      batch_size, sharding)
+
+  def predict(variables, images):
+    labeled = jnp.asarray(features_predict(variables, labeled_images))
+    return nearest_predict((variables, labeled), images)
+  return predict
+
+
+def _normalise(x):
+  return x / jnp.linalg.norm(x, axis=-1, keepdims=True).clip(1e-12)

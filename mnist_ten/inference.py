@@ -50,7 +50,8 @@ def load_classifier(workdir, *, use_ema: bool = True) -> Classifier:
   config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
   split = json.loads((workdir / "split.json").read_text())
   num_classes, image_shape = split["num_classes"], split["image_shape"]
-  method = methods.build(config, methods.Context(num_classes, hflip_allowed=False))
+  method = methods.build(config, methods.Context(num_classes, hflip_allowed=False,
+                                                 image_shape=tuple(image_shape)))
   if not method.trains:  # nearest neighbour: the labeled examples are the model
     dataset = datasets.load(config.data)
     labeled = np.asarray(split["labeled"])

@@ -243,7 +243,8 @@ class Setup:
         validation_size=config.data.validation_size)
     self.mesh = parallel.make_mesh()
     ctx = methods.Context(num_classes=self.dataset.num_classes,
-                          hflip_allowed=datasets.hflip_allowed(config.data))
+                          hflip_allowed=datasets.hflip_allowed(config.data),
+                          image_shape=self.dataset.image_shape)
     self.method = methods.build(config, ctx)
     self.model = models.build(config.model, self.dataset.num_classes,
                               aux_widths=self.method.aux_widths,
@@ -258,13 +259,43 @@ class Setup:
                           "train image is labeled or held out")
 
 
+def pretrain_config(config) -> ml_collections.ConfigDict:
+  """Stage 1 of a two-stage config: `config.pretrain`, on the same data, model
+  and seed as the main stage (whatever the nested copy says)."""
+  stage = config.pretrain.copy_and_resolve_references()
+  with stage.unlocked():
+    stage.name = f"{config.name}/pretrain"
+    stage.data = config.data.copy_and_resolve_references()
+    stage.model = config.model.copy_and_resolve_references()
+    stage.seed = config.seed
+    stage.pretrain = ml_collections.ConfigDict()
+  return stage
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> Dict:
-  """Trains (or resumes) the run in `workdir` and returns its results dict."""
+  """Trains (or resumes) the run in `workdir` and returns its results dict.
+
+  With `config.pretrain.method` set, stage 1 (e.g. a pretext task) first runs
+  in `workdir/pretrain` and the main stage starts from its weights; an
+  explicit `config.init_from` reuses a finished stage 1 instead.
+  """
   start_time = time.time()
   workdir = pathlib.Path(workdir)
   is_main = jax.process_index() == 0
+  stage1 = None
+  if config.pretrain.get("method") and not config.init_from:
+    stage1 = pretrain_config(config)
+    Setup(stage1)  # both stages' configs are checked before either trains
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+      config.init_from = str(workdir / "pretrain")
   setup = Setup(config)
   check_workdir(workdir, config)
+  if stage1 is not None:
+    check_workdir(workdir / "pretrain", stage1)
+    logging.info("stage 1: %s in %s", stage1.method, workdir / "pretrain")
+    train_and_evaluate(stage1, workdir / "pretrain")
+    logging.info("stage 2: %s from the stage 1 %s", config.method, config.init_scope)
   dataset, split, method = setup.dataset, setup.split, setup.method
   if is_main:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -309,9 +340,14 @@ def _train(config, workdir, setup, is_main, start_time) -> Dict:
 
   data = input_pipeline.make_train_data(dataset, split, replicated)
   eval_sets = input_pipeline.make_eval_sets(dataset, split, replicated)
-  predict = evaluate.make_predict(
-      lambda v, x: model.apply(v, x, train=False), config.eval_batch_size,
-      parallel.batch_sharded(mesh))
+  if config.eval_with == "head":
+    predict = evaluate.make_predict(lambda v, x: model.apply(v, x, train=False),
+                                    config.eval_batch_size, parallel.batch_sharded(mesh))
+  else:  # "knn": nearest labeled example in the encoder's feature space
+    predict = evaluate.make_knn_predict(
+        lambda v, x: model.apply(v, x, train=False, output="features"),
+        data.labeled_images, data.labeled_labels, dataset.num_classes,
+        config.eval_batch_size, parallel.batch_sharded(mesh))
   train_step = make_train_step(model, method, tx, schedule, config, mesh)
   writer = MetricWriter(workdir, enabled=is_main)
 

@@ -87,3 +87,14 @@ def test_mixmatch_guesses_sharpened_labels(mixup):
   p = np.exp([0.0, 1.0, 0.0]) / np.exp([0.0, 1.0, 0.0]).sum()
   np.testing.assert_allclose(metrics["guess_confidence"], p[1], rtol=1e-5)
   assert np.isfinite(float(loss))
+
+
+def test_pretext_transforms_are_eight_distinct_invertible_maps():
+  from mnist_ten.methods import pretext
+  image = jnp.arange(16.0).reshape(1, 4, 4, 1)
+  outs = [pretext.transform(image, jnp.asarray([t]))[0] for t in range(8)]
+  flat = {tuple(np.asarray(o).ravel()) for o in outs}
+  assert len(flat) == 8
+  np.testing.assert_array_equal(outs[0], image[0])
+  np.testing.assert_array_equal(outs[1], jnp.rot90(image[0], 1, axes=(0, 1)))
+  np.testing.assert_array_equal(outs[4], image[0, :, ::-1])

@@ -163,3 +163,28 @@ def test_validation_set_is_monitored_not_trained_on(toy_config, tmp_path):
   assert split["num_unlabeled"] == 300 - 50 - 10
   assert 0.0 <= results["val_accuracy_ema"] <= 1.0
   assert "labels are used for monitoring only" in (tmp_path / "log.txt").read_text()
+
+
+def test_two_stage_config_pretrains_then_transfers(toy_config, tmp_path):
+  from mnist_ten import config as config_lib
+  stage1 = config_lib.base()
+  stage1.method = "rotation"
+  stage1.batch_size = 16
+  stage1.augment.labeled = ""
+  stage1.num_steps, stage1.log_every, stage1.eval_every, stage1.checkpoint_every = 4, 2, 4, 2
+  stage1.eval_with = "knn"
+  toy_config.pretrain = stage1
+  toy_config.freeze_encoder = True
+  results = train.train_and_evaluate(toy_config, tmp_path)
+  pre = json.loads((tmp_path / "pretrain" / "results.json").read_text())
+  assert pre["steps"] == 4 and pre["config"] == "toy/pretrain" and results["steps"] == 6
+  # Stage 1 used the main config's data and model whatever its nested copy said.
+  assert json.loads((tmp_path / "pretrain" / "config.json").read_text())["model"]["name"] == "mlp"
+  source = checkpoint.Checkpointer(tmp_path / "pretrain" / "checkpoints").restore_raw()
+  target = checkpoint.Checkpointer(tmp_path / "checkpoints").restore_raw()
+  for x, y in zip(jax.tree.leaves(source["ema_params"]["encoder"]),
+                  jax.tree.leaves(target["params"]["encoder"])):
+    np.testing.assert_array_equal(x, y)  # frozen: the transferred encoder never moved
+  # Rerunning resumes both finished stages: nothing retrains, same result.
+  again = train.train_and_evaluate(toy_config, tmp_path)
+  assert again["test_accuracy_ema"] == results["test_accuracy_ema"]

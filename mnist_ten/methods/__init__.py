@@ -28,6 +28,7 @@ class Context:
   """What a method may know about the data when it is built."""
   num_classes: int
   hflip_allowed: bool
+  image_shape: tuple = (28, 28, 1)
 
   def augmenter(self, spec: str) -> Callable:
     return augment.build(spec, hflip_allowed=self.hflip_allowed)
@@ -58,5 +59,5 @@ def build(config, ctx: Context) -> Method:
 
 
 # Importing a method's module registers it.
-for _module in ("supervised", "knn", "fixmatch", "mixmatch"):
+for _module in ("supervised", "knn", "fixmatch", "mixmatch", "pretext", "simclr"):
   importlib.import_module(f"mnist_ten.methods.{_module}")

@@ -1,0 +1,66 @@
+"""SimCLR contrastive pretraining, then the labeled examples.
+
+Stage 1 (in WORKDIR/pretrain): two strongly augmented views of each unlabeled
+image, projection MLP, NT-Xent with temperature. Then `probe`:
+  linear     frozen encoder, a linear head trained on the labeled examples
+  finetune   the whole network fine-tuned on the labeled examples
+  knn        no second stage: each test image takes the class of the nearest
+             labeled example in feature space
+
+Presets: probe=linear|finetune|knn (default linear), quick, model=NAME.
+"""
+from mnist_ten import config as config_lib
+
+STRONG = ("affine(rotate=20, shift=0.15, scale=0.2, shear=15)|elastic(alpha=10, sigma=3)|"
+          "cutout(size=10)|contrast(lower=0.6, upper=1.4)|brightness(delta=0.2)")
+
+
+def get_config(arg=None):
+  flags, options = config_lib.parse_arg(arg)
+  config_lib.check_preset("simclr", flags, options, ("quick",), ("probe", "model"))
+  probe = options.get("probe", "linear")
+  if probe not in ("linear", "finetune", "knn"):
+    raise config_lib.ConfigError(f"simclr: probe must be linear, finetune or knn, got {probe!r}")
+  model = config_lib.model_config(options.get("model", "lenet"))
+
+  stage1 = config_lib.base()
+  stage1.method = "simclr"
+  stage1.model = model
+  stage1.batch_size = 256
+  stage1.simclr = dict(projection=(128, 64), temperature=0.2)
+  stage1.augment.strong = STRONG
+  stage1.optim.name = "adamw"
+  stage1.optim.lr = 0.002
+  stage1.optim.weight_decay = 1e-4
+  stage1.optim.warmup_steps = 100
+  stage1.num_steps = 2000
+  stage1.eval_with = "knn"
+  stage1.log_every = 100
+  stage1.eval_every = 1000
+  stage1.checkpoint_every = 500
+  name = "simclr" + (f":{arg}" if arg else "")
+
+  if probe == "knn":
+    c = stage1
+    c.name = name
+  else:
+    c = config_lib.base()
+    c.name = name
+    c.method = "supervised"
+    c.model = model
+    c.pretrain = stage1
+    c.freeze_encoder = probe == "linear"
+    c.batch_size = 64
+    c.augment.labeled = "affine(rotate=10, shift=0.1, scale=0.1, shear=10)"
+    c.optim.lr = 0.01
+    c.num_steps = 1000
+    c.eval_every = 500
+    c.checkpoint_every = 500
+  if "quick" in flags:
+    for stage in (stage1, c):
+      stage.num_steps = 20
+      stage.batch_size = 16
+      stage.log_every = 10
+      stage.eval_every = 20
+      stage.checkpoint_every = 10
+  return c

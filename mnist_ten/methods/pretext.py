@@ -1,0 +1,88 @@
+"""The rotation/flip pretext task (Gidaris et al. 2018, with flips): predict
+which of 8 transforms (4 rotations x optional horizontal flip) was applied to
+an unlabeled image, with the model's auxiliary head. Its encoder is then
+transferred (configs/pretext.py); `pretext_alternate` alternates supervised
+steps on the labeled examples with pretext steps.
+"""
+import jax
+import jax.numpy as jnp
+
+from mnist_ten import losses
+from mnist_ten.errors import ConfigError
+from mnist_ten.methods import METHODS, Method
+from mnist_ten.methods.supervised import Supervised
+
+NUM_TRANSFORMS = 8
+
+
+def transform(images, t):
+  """Applies transform t in [0, 8) to each image: flip if t >= 4, then rotate
+  by (t mod 4) quarter turns."""
+
+  def one(image, tt):
+    image = jnp.where(tt >= 4, image[:, ::-1], image)
+    return jax.lax.switch(tt % 4, [lambda x, r=r: jnp.rot90(x, r, axes=(0, 1))
+                                   for r in range(4)], image)
+  return jax.vmap(one)(images, t)
+
+
+def pretext_loss(method, params, forward, images, rng):
+  k_aug, k_t = jax.random.split(rng)
+  t = jax.random.randint(k_t, (images.shape[0],), 0, NUM_TRANSFORMS)
+  logits, batch_stats = forward(params, transform(method.augment(k_aug, images), t),
+                                output="aux")
+  loss = losses.cross_entropy(logits, t)
+  return loss, losses.accuracy(logits, t), batch_stats
+
+
+def _check_square(ctx):
+  h, w = ctx.image_shape[:2]
+  if h != w:
+    raise ConfigError(f"the rotation pretext task needs square images, got {h}x{w}")
+
+
+@METHODS.register("rotation")
+class RotationPretext(Method):
+  aux_widths = (NUM_TRANSFORMS,)
+
+  def __init__(self, config, ctx):
+    super().__init__(config, ctx)
+    _check_square(ctx)
+    self.unlabeled_batch_size = config.batch_size
+    self.augment = ctx.augmenter(config.augment.labeled)
+
+  def loss(self, params, *, forward, labeled, unlabeled, rng, step):
+    loss, accuracy, batch_stats = pretext_loss(self, params, forward, unlabeled.images, rng)
+    return loss, {"loss/pretext": loss, "pretext/accuracy": accuracy}, batch_stats
+
+
+@METHODS.register("pretext_alternate")
+class AlternatePretext(Supervised):
+  """Even steps: supervised on the labeled batch; odd steps: the pretext task
+  on the unlabeled batch. Both batches are drawn every step (sampling is cheap);
+  only the chosen branch runs."""
+  aux_widths = (NUM_TRANSFORMS,)
+
+  def __init__(self, config, ctx):
+    super().__init__(config, ctx)
+    _check_square(ctx)
+    self.unlabeled_batch_size = config.batch_size
+
+  @property
+  def images_per_step(self):
+    return self.labeled_batch_size  # one of the two batches goes through the network
+
+  def loss(self, params, *, forward, labeled, unlabeled, rng, step):
+    zero = jnp.zeros(())
+
+    def main_step(_):
+      loss, metrics, batch_stats = Supervised.loss(
+          self, params, forward=forward, labeled=labeled, unlabeled=None, rng=rng, step=step)
+      return loss, {**metrics, "loss/pretext": zero, "pretext/accuracy": zero}, batch_stats
+
+    def pretext_step(_):
+      loss, accuracy, batch_stats = pretext_loss(self, params, forward, unlabeled.images, rng)
+      return loss, {"loss/supervised": zero, "train/accuracy": zero,
+                    "loss/pretext": loss, "pretext/accuracy": accuracy}, batch_stats
+
+    return jax.lax.cond(step % 2 == 0, main_step, pretext_step, None)
