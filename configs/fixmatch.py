@@ -8,7 +8,7 @@ Presets: quick (a smoke run), model=NAME.
 from mnist_ten import config as config_lib
 
 WEAK = "affine(rotate=5, shift=0.1)|hflip"
-STRONG = ("affine(rotate=30, shift=0.2, scale=0.2, shear=20)|elastic(alpha=10, sigma=3)|"
+STRONG = ("affine(rotate=30, shift=0.2, scale=0.2, shear=20, elastic=1.5)|"
           "hflip|contrast(lower=0.5, upper=1.5)|brightness(delta=0.3)|cutout(size=12)")
 
 

@@ -11,7 +11,7 @@ Presets: probe=linear|finetune|knn (default linear), quick, model=NAME.
 """
 from mnist_ten import config as config_lib
 
-STRONG = ("affine(rotate=20, shift=0.15, scale=0.2, shear=15)|elastic(alpha=10, sigma=3)|"
+STRONG = ("affine(rotate=20, shift=0.15, scale=0.2, shear=15, elastic=1.5)|"
           "cutout(size=10)|contrast(lower=0.6, upper=1.4)|brightness(delta=0.2)")
 
 

@@ -2,7 +2,7 @@
 
 A pipeline is a string of registered ops, big_vision style:
 
-    "affine(rotate=15, shift=0.1, scale=0.1, shear=10)|elastic(alpha=8, sigma=3)|cutout(size=12)"
+    "affine(rotate=15, shift=0.1, scale=0.1, shear=10, elastic=2)|cutout(size=12)"
 
 Each op maps (key, image HxWxC float in [0, 1]) -> image of the same shape and
 range; `build()` turns the string into a function over a batch that draws an
@@ -26,39 +26,82 @@ def _uniform(key, bound):
   return jax.random.uniform(key, (), minval=-bound, maxval=bound)
 
 
+def _sample(image, ys, xs):
+  """Bilinear sampling of image [H, W, C] at input coordinates ys, xs [H, W],
+  zero outside the image.
+
+  Written here rather than using dm-pix's affine_transform/elastic_deformation
+  (map_coordinates): on this 2-core CPU those took 138 ms and 323 ms for 512
+  28x28 images, this 3 ms and 8 ms (affine, affine + elastic). Four gathers
+  from the flattened image are all XLA needs.
+  """
+  h, w, c = image.shape
+  y0, x0 = jnp.floor(ys), jnp.floor(xs)
+  wy, wx = ys - y0, xs - x0
+  flat = image.reshape(h * w, c)
+  out = jnp.zeros_like(image)
+  for dy, fy in ((0, 1.0 - wy), (1, wy)):
+    for dx, fx in ((0, 1.0 - wx), (1, wx)):
+      yy, xx = y0 + dy, x0 + dx
+      inside = (yy >= 0) & (yy <= h - 1) & (xx >= 0) & (xx <= w - 1)
+      index = (jnp.clip(yy, 0, h - 1) * w + jnp.clip(xx, 0, w - 1)).astype(jnp.int32)
+      out = out + flat[index.reshape(-1)].reshape(h, w, c) * (fy * fx * inside)[..., None]
+  return out
+
+
+def _displacement(key, shape, alpha: float, grid: int):
+  """A smooth random displacement field [H, W, 2]: normal displacements of
+  std `alpha` pixels on a grid x grid lattice, cubically interpolated."""
+  coarse = alpha * jax.random.normal(key, (grid, grid, 2))
+  return jax.image.resize(coarse, (shape[0], shape[1], 2), "cubic")
+
+
+def _identity_grid(shape):
+  return jnp.meshgrid(jnp.arange(shape[0], dtype=jnp.float32),
+                      jnp.arange(shape[1], dtype=jnp.float32), indexing="ij")
+
+
 @OPS.register("affine")
 def affine(*, rotate: float = 0.0, shift: float = 0.0, scale: float = 0.0,
-           shear: float = 0.0) -> Op:
+           shear: float = 0.0, elastic: float = 0.0, grid: int = 4) -> Op:
   """Random rotation (degrees), shift (fraction of size), isotropic scale
-  (1 +- scale) and shear (degrees) about the image centre; black fill."""
+  (1 +- scale) and shear (degrees) about the image centre, optionally with an
+  elastic displacement (see `elastic`) in the same resampling; black fill."""
 
   def op(key, image):
     h, w = image.shape[:2]
-    k_rot, k_shear, k_scale, k_dy, k_dx = jax.random.split(key, 5)
+    k_rot, k_shear, k_scale, k_dy, k_dx, k_el = jax.random.split(key, 6)
     theta = jnp.deg2rad(_uniform(k_rot, rotate))
     phi = jnp.deg2rad(_uniform(k_shear, shear))
     s = 1.0 + _uniform(k_scale, scale)
     t = jnp.stack([_uniform(k_dy, shift) * h, _uniform(k_dx, shift) * w])
     rot = jnp.array([[jnp.cos(theta), -jnp.sin(theta)], [jnp.sin(theta), jnp.cos(theta)]])
     shear_m = jnp.array([[1.0, 0.0], [jnp.tan(phi), 1.0]])
-    forward = s * rot @ shear_m
-    # affine_transform maps output coordinates to input ones, so it takes the
-    # inverse: in = F^-1 (out - c - t) + c.
-    inverse = jnp.linalg.inv(forward)
+    # Output pixel o shows input point F^-1 (o - c - t) + c.
+    inverse = jnp.linalg.inv(s * rot @ shear_m)
     centre = jnp.array([(h - 1) / 2.0, (w - 1) / 2.0])
-    offset = centre - inverse @ (centre + t)
-    matrix = jnp.eye(3).at[:2, :2].set(inverse)
-    return pix.affine_transform(image, matrix, offset=jnp.append(offset, 0.0),
-                                order=1, mode="constant", cval=0.0)
+    ys, xs = _identity_grid(image.shape)
+    oy, ox = ys - centre[0] - t[0], xs - centre[1] - t[1]
+    ys = inverse[0, 0] * oy + inverse[0, 1] * ox + centre[0]
+    xs = inverse[1, 0] * oy + inverse[1, 1] * ox + centre[1]
+    if elastic:
+      d = _displacement(k_el, image.shape, elastic, grid)
+      ys, xs = ys + d[..., 0], xs + d[..., 1]
+    return _sample(image, ys, xs)
   return op
 
 
 @OPS.register("elastic")
-def elastic(*, alpha: float = 8.0, sigma: float = 3.0) -> Op:
-  """Elastic deformation (Simard et al. 2003): a smoothed random displacement
-  field of strength alpha (pixels) and smoothness sigma."""
-  return lambda key, image: pix.elastic_deformation(
-      key, image, alpha, sigma, order=1, mode="constant", cval=0.0)
+def elastic(*, alpha: float = 2.0, grid: int = 4) -> Op:
+  """Elastic deformation in the spirit of Simard et al. (2003): a smooth random
+  displacement field, `alpha` pixels of std on a grid x grid lattice,
+  cubically interpolated over the image."""
+
+  def op(key, image):
+    ys, xs = _identity_grid(image.shape)
+    d = _displacement(key, image.shape, alpha, grid)
+    return _sample(image, ys + d[..., 0], xs + d[..., 1])
+  return op
 
 
 @OPS.register("crop")

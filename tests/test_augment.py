@@ -7,7 +7,7 @@ from mnist_ten import augment
 from mnist_ten.errors import ConfigError
 
 IMAGES = jnp.asarray(np.random.default_rng(0).uniform(size=(8, 28, 28, 1)), jnp.float32)
-STRONG = ("affine(rotate=30, shift=0.2, scale=0.2, shear=20)|elastic(alpha=10, sigma=3)|"
+STRONG = ("affine(rotate=30, shift=0.2, scale=0.2, shear=20, elastic=1.5)|elastic(alpha=2)|"
           "crop(pad=3)|cutout(size=10)|brightness(delta=0.3)|contrast(lower=0.5, upper=1.5)|"
           "noise(std=0.1)")
 
@@ -30,6 +30,27 @@ def test_augmentation_is_per_example():
 def test_zero_affine_is_identity():
   out = augment.build("affine(rotate=0, shift=0, scale=0, shear=0)")(jax.random.key(0), IMAGES)
   np.testing.assert_allclose(out, IMAGES, atol=1e-5)
+
+
+def test_sampler_matches_dm_pix_affine_transform():
+  """The hand-written bilinear sampler (50x faster on CPU) agrees with dm-pix."""
+  import dm_pix as pix
+  theta = 0.4
+  inverse = jnp.array([[jnp.cos(theta), jnp.sin(theta)], [-jnp.sin(theta), jnp.cos(theta)]]) / 1.1
+  centre = jnp.array([13.5, 13.5])
+  offset = centre - inverse @ (centre + jnp.array([1.5, -2.0]))
+  image = IMAGES[0]
+  expected = pix.affine_transform(image, jnp.eye(3).at[:2, :2].set(inverse),
+                                  offset=jnp.append(offset, 0.0), order=1, mode="constant")
+  ys, xs = augment._identity_grid(image.shape)  # pylint: disable=protected-access
+  in_y = inverse[0, 0] * ys + inverse[0, 1] * xs + offset[0]
+  in_x = inverse[1, 0] * ys + inverse[1, 1] * xs + offset[1]
+  got = augment._sample(image, in_y, in_x)  # pylint: disable=protected-access
+  # Equal wherever the source point is inside the image; at the border dm-pix's
+  # constant mode zeroes a pixel that this sampler blends with the black fill.
+  inside = np.asarray((in_y >= 0) & (in_y <= 27) & (in_x >= 0) & (in_x <= 27))
+  assert inside.mean() > 0.7
+  np.testing.assert_allclose(np.asarray(got)[inside], np.asarray(expected)[inside], atol=1e-5)
 
 
 def test_affine_rotates_about_the_centre():
