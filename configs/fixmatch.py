@@ -32,10 +32,6 @@ def get_config(arg=None):
   c.eval_every = 500
   c.checkpoint_every = 250
   if "quick" in flags:
-    c.batch_size = 16
+    config_lib.shorten(c, num_steps=40, batch_size=16)
     c.fixmatch.mu = 2
-    c.num_steps = 40
-    c.log_every = 20
-    c.eval_every = 40
-    c.checkpoint_every = 20
   return c

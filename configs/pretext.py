@@ -53,9 +53,5 @@ def get_config(arg=None):
   c.checkpoint_every = 500
   if "quick" in flags:
     for stage in (stage1, c):
-      stage.num_steps = 20
-      stage.batch_size = 16
-      stage.log_every = 10
-      stage.eval_every = 20
-      stage.checkpoint_every = 10
+      config_lib.shorten(stage, num_steps=20, batch_size=16)
   return c

@@ -36,8 +36,5 @@ def get_config(arg=None):
     c.eval_every = 800
     c.checkpoint_every = 400
   if "quick" in flags:
-    c.num_steps = 60
-    c.log_every = 20
-    c.eval_every = 60
-    c.checkpoint_every = 30
+    config_lib.shorten(c, num_steps=60)
   return c

@@ -76,6 +76,17 @@ def base() -> ml_collections.ConfigDict:
   return c
 
 
+def shorten(c, num_steps: int, batch_size: int = 0):
+  """Turns `c` into a smoke run (the `quick` presets): `num_steps` steps with
+  two log lines and checkpoints, one evaluation, optionally a smaller batch."""
+  c.num_steps = num_steps
+  c.log_every = c.checkpoint_every = num_steps // 2
+  c.eval_every = num_steps
+  if batch_size:
+    c.batch_size = batch_size
+  return c
+
+
 def parse_arg(arg) -> Tuple[set, Dict[str, str]]:
   """'quick,model=mlp' -> ({'quick'}, {'model': 'mlp'})."""
   flags, options = set(), {}
