@@ -220,6 +220,19 @@ def _write_json(path: pathlib.Path, obj):
   tmp.replace(path)  # atomic: readers never see half a file
 
 
+def _window_means(pending) -> Dict[str, float]:
+  """Means of each metric over the steps since the last log line. A method
+  marks a metric it did not measure on a step as NaN (e.g. the supervised loss
+  on a pretext step) and it is left out; the total loss never is, so a
+  diverged run still shows NaN."""
+  means = {}
+  for key in pending[0]:
+    values = np.array([float(m[key]) for m in pending])
+    measured = values if key == "loss" else values[~np.isnan(values)]
+    means[key] = float(measured.mean()) if measured.size else float("nan")
+  return means
+
+
 def _format_metrics(metrics: Dict[str, float]) -> str:
   return " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
 
@@ -393,7 +406,7 @@ def _train(config, workdir, setup, is_main, start_time) -> Dict:
       if step % config.log_every == 0 or step % config.checkpoint_every == 0 or last:
         # Fetching the metrics syncs with the device; it also guarantees no NaN
         # state is ever checkpointed.
-        means = {k: float(np.mean([float(m[k]) for m in pending])) for k in pending[0]}
+        means = _window_means(pending)
         pending = []
         if not np.isfinite(means["loss"]):
           raise TrainingError(

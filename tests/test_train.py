@@ -188,3 +188,10 @@ def test_two_stage_config_pretrains_then_transfers(toy_config, tmp_path):
   # Rerunning resumes both finished stages: nothing retrains, same result.
   again = train.train_and_evaluate(toy_config, tmp_path)
   assert again["test_accuracy_ema"] == results["test_accuracy_ema"]
+
+
+def test_log_means_skip_unmeasured_metrics_but_never_a_nan_loss():
+  pending = [{"loss": 1.0, "loss/pretext": float("nan")}, {"loss": 3.0, "loss/pretext": 4.0}]
+  assert train._window_means(pending) == {"loss": 2.0, "loss/pretext": 4.0}  # pylint: disable=protected-access
+  pending[0]["loss"] = float("nan")
+  assert np.isnan(train._window_means(pending)["loss"])  # pylint: disable=protected-access

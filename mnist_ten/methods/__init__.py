@@ -7,11 +7,13 @@ A method is a class in its own module whose `loss` is a pure function:
 
 `forward(params, images, train=True, output="logits") -> (outputs, batch_stats)`
 runs the model (output: "logits", "features", "aux" for the auxiliary head
-that the method's `aux_widths` asks for, or "all" for a dict of the three); `labeled` is a `Batch(images, labels)`, `unlabeled` a
-`Batch(images)` without labels (or None when the method asks for none). Images
+that the method's `aux_widths` asks for, or "all" for a dict of the three).
+`labeled` is a `Batch(images, labels)`, `unlabeled` a `Batch(images)` without
+labels (or None when the method asks for none). Images
 arrive un-augmented in [0, 1]: the method augments the views it needs with
 `ctx.augmenter(spec)`. The trainer stays generic: it samples the batches,
-differentiates `loss`, applies the optimizer and EMA, logs every metric.
+differentiates `loss`, applies the optimizer and EMA, logs every metric (a
+metric set to NaN on a step counts as not measured there).
 """
 import dataclasses
 import importlib

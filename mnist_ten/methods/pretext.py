@@ -73,7 +73,7 @@ class AlternatePretext(Supervised):
     return self.labeled_batch_size  # one of the two batches goes through the network
 
   def loss(self, params, *, forward, labeled, unlabeled, rng, step):
-    zero = jnp.zeros(())
+    zero = jnp.full((), jnp.nan)  # "not measured on this step": left out of the log means
 
     def main_step(_):
       loss, metrics, batch_stats = Supervised.loss(
