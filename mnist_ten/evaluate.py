@@ -5,6 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mnist_ten.methods import knn
+
 
 def classification_metrics(labels: np.ndarray, predictions: np.ndarray,
                            num_classes: int) -> Dict:
@@ -59,12 +61,13 @@ def make_knn_predict(features_fn: Callable, labeled_images, labeled_labels, num_
   how well an encoder separates classes before any head is trained."""
   features_predict = make_predict(
       lambda v, x: _normalise(features_fn(v, x)), batch_size, sharding, argmax=False)
-  one_hot = jax.nn.one_hot(labeled_labels, num_classes)
-  # The labeled features are an argument, not a constant: one compilation serves
+  # On unit vectors the L2-nearest example is the cosine-nearest one. The
+  # labeled features are an argument, not a constant: one compilation serves
   # every evaluation.
   nearest_predict = make_predict(
-      lambda v_and_labeled, x: one_hot[jnp.argmax(
-          _normalise(features_fn(v_and_labeled[0], x)) @ v_and_labeled[1].T, -1)],
+      lambda v_and_labeled, x: jax.nn.one_hot(knn.knn_predict(
+          v_and_labeled[1], labeled_labels, _normalise(features_fn(v_and_labeled[0], x)),
+          k=1, num_classes=num_classes), num_classes),
       batch_size, sharding)
 
   def predict(variables, images):

@@ -19,9 +19,6 @@ from mnist_ten.registry import Registry
 MODELS: Registry = Registry("model")
 
 
-OUTPUTS = ("logits", "features", "aux", "all")
-
-
 class MLPHead(nn.Module):
   """Dense layers with ReLU between them (not after the last)."""
   widths: Sequence[int]

@@ -57,7 +57,7 @@ def ema_decay_at(decay: float, step):
 
 def make_forward(model: models.Classifier, batch_stats):
   """forward(params, images, train, output) -> (outputs, new batch stats);
-  output is one of models.OUTPUTS ("all" gives a dict of every output)."""
+  output is "logits", "features", "aux" or "all" (a dict of the three)."""
 
   def forward(params, images, *, train: bool = True, output: str = "logits"):
     variables = {"params": params}
@@ -245,9 +245,9 @@ def _format_seconds(s: float) -> str:
 class Setup:
   """Everything that is checked before anything is written to the workdir."""
 
-  def __init__(self, config):
+  def __init__(self, config, dataset: datasets.Dataset = None):
     config_lib.validate(config)
-    self.dataset = datasets.load(config.data)
+    self.dataset = dataset or datasets.load(config.data)
     self.split = splits.make_split(
         self.dataset.train_labels, self.dataset.num_classes,
         labels_per_class=config.data.labels_per_class,
@@ -294,21 +294,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> Dict:
   """
   start_time = time.time()
   workdir = pathlib.Path(workdir)
-  is_main = jax.process_index() == 0
   stage1 = None
   if config.pretrain.get("method") and not config.init_from:
     stage1 = pretrain_config(config)
-    Setup(stage1)  # both stages' configs are checked before either trains
+    stage1_setup = Setup(stage1)  # both stages are checked before either trains
     config = config.copy_and_resolve_references()
     with config.unlocked():
       config.init_from = str(workdir / "pretrain")
-  setup = Setup(config)
+  # The stages share config.data (pretrain_config forces it): one load serves both.
+  setup = Setup(config, stage1_setup.dataset if stage1 else None)
   check_workdir(workdir, config)
   if stage1 is not None:
     check_workdir(workdir / "pretrain", stage1)
     logging.info("stage 1: %s in %s", stage1.method, workdir / "pretrain")
-    train_and_evaluate(stage1, workdir / "pretrain")
+    _run_stage(stage1, workdir / "pretrain", stage1_setup, time.time())
     logging.info("stage 2: %s from the stage 1 %s", config.method, config.init_scope)
+  return _run_stage(config, workdir, setup, start_time)
+
+
+def _run_stage(config, workdir: pathlib.Path, setup: Setup, start_time: float) -> Dict:
+  """One checked stage: writes its config and split, trains or evaluates."""
+  is_main = jax.process_index() == 0
   dataset, split, method = setup.dataset, setup.split, setup.method
   if is_main:
     workdir.mkdir(parents=True, exist_ok=True)
