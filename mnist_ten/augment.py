@@ -151,8 +151,9 @@ def hflip() -> Op:
   return lambda key, image: pix.random_flip_left_right(key, image)
 
 
-def parse(spec: str) -> List[tuple]:
-  """'a(x=1)|b' -> [('a', {'x': 1}), ('b', {})], with literal arguments only."""
+def parse(spec: str, what: str = "augmentation") -> List[tuple]:
+  """'a(x=1)|b' -> [('a', {'x': 1}), ('b', {})], with literal arguments only
+  (also used for other pipeline strings, e.g. graph features)."""
   ops = []
   for part in (p.strip() for p in spec.split("|")):
     if not part or part == "none":
@@ -166,7 +167,7 @@ def parse(spec: str) -> List[tuple]:
         raise ValueError("expected name(key=value, ...)")
       ops.append((node.func.id, {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords}))
     except (SyntaxError, ValueError) as e:
-      raise ConfigError(f"bad augmentation {part!r} in {spec!r}: {e}") from None
+      raise ConfigError(f"bad {what} {part!r} in {spec!r}: {e}") from None
   return ops
 
 

@@ -21,12 +21,23 @@ from mnist_ten.errors import WorkdirError
 class Classifier:
   """Callable images -> (labels [N], probabilities [N, num_classes]) as numpy."""
 
-  def __init__(self, probs_fn, image_shape, num_classes: int):
+  def __init__(self, probs_fn, image_shape, num_classes: int, features_fn=None):
     self._probs = jax.jit(probs_fn)
+    self._features = jax.jit(features_fn) if features_fn else None
     self.image_shape = tuple(image_shape)
     self.num_classes = num_classes
 
   def __call__(self, images, batch_size: int = 1000):
+    probs = self._batched(self._probs, images, batch_size, self.num_classes)
+    return probs.argmax(-1), probs
+
+  def features(self, images, batch_size: int = 1000) -> np.ndarray:
+    """The encoder's features [N, D] (trained models only)."""
+    if self._features is None:
+      raise WorkdirError("a nearest-neighbour run has no encoder features")
+    return self._batched(self._features, images, batch_size, None)
+
+  def _batched(self, fn, images, batch_size, width):
     images = np.asarray(images)
     if images.ndim == 3 and self.image_shape[-1] == 1:
       images = images[..., None]  # [N, H, W] grey images
@@ -35,11 +46,10 @@ class Classifier:
                        f"got {list(images.shape)}")
     if np.issubdtype(images.dtype, np.integer):
       images = images.astype(np.float32) / 255.0
-    probs = np.concatenate([
-        np.asarray(self._probs(jnp.asarray(images[i:i + batch_size], jnp.float32)))
-        for i in range(0, images.shape[0], batch_size)]) if len(images) else \
-        np.zeros((0, self.num_classes), np.float32)
-    return probs.argmax(-1), probs
+    if not len(images):
+      return np.zeros((0, width or 0), np.float32)
+    return np.concatenate([np.asarray(fn(jnp.asarray(images[i:i + batch_size], jnp.float32)))
+                           for i in range(0, images.shape[0], batch_size)])
 
 
 def load_classifier(workdir, *, use_ema: bool = True) -> Classifier:
@@ -69,5 +79,8 @@ def load_classifier(workdir, *, use_ema: bool = True) -> Classifier:
   if raw.get("batch_stats"):
     variables["batch_stats"] = raw["batch_stats"]
   variables = jax.device_put(variables)
-  return Classifier(lambda images: jax.nn.softmax(model.apply(variables, images, train=False)),
-                    image_shape, num_classes)
+  return Classifier(
+      lambda images: jax.nn.softmax(model.apply(variables, images, train=False)),
+      image_shape, num_classes,
+      features_fn=lambda images: model.apply(variables, images, train=False,
+                                             output="features"))

@@ -21,6 +21,11 @@ class TrainData:
   labeled_images: jax.Array    # uint8 [L, H, W, C]
   labeled_labels: jax.Array    # int32 [L]
   unlabeled_images: jax.Array  # uint8 [U, H, W, C], no labels by construction
+  # Set by a method's `prepare` (e.g. graph propagation from the labeled
+  # examples): a guess per unlabeled image and its weight in the loss. They
+  # are computed from images and the labeled examples only.
+  pseudo_labels: jax.Array = None   # int32 [U]
+  pseudo_weights: jax.Array = None  # float32 [U]
 
 
 class EvalSet(NamedTuple):
@@ -32,6 +37,8 @@ class EvalSet(NamedTuple):
 class Batch(NamedTuple):
   images: jax.Array  # float32 in [0, 1], sharded over the mesh's 'data' axis
   labels: jax.Array = None  # None for unlabeled batches
+  pseudo_labels: jax.Array = None   # unlabeled batches, when the data holds them
+  pseudo_weights: jax.Array = None
 
 
 def make_train_data(dataset: Dataset, split: Split, sharding) -> TrainData:
@@ -69,5 +76,11 @@ def sample(data: TrainData, rng, *, labeled_size: int, unlabeled_size: int, shar
   unlabeled = None
   if unlabeled_size:
     idx = jax.random.randint(k_unl, (unlabeled_size,), 0, data.unlabeled_images.shape[0])
-    unlabeled = Batch(_take(data.unlabeled_images, idx, sharding))
+    images = _take(data.unlabeled_images, idx, sharding)
+    if data.pseudo_labels is None:
+      unlabeled = Batch(images)
+    else:
+      unlabeled = Batch(images, pseudo_labels=jax.lax.with_sharding_constraint(
+          data.pseudo_labels[idx], sharding), pseudo_weights=jax.lax.with_sharding_constraint(
+              data.pseudo_weights[idx], sharding))
   return labeled, unlabeled

@@ -4,12 +4,14 @@ import jax.numpy as jnp
 import optax
 
 
-def cross_entropy(logits, labels, *, label_smoothing: float = 0.0):
-  """Mean softmax cross-entropy against integer labels, with optional smoothing."""
+def cross_entropy(logits, labels, *, label_smoothing: float = 0.0, reduction: str = "mean"):
+  """Softmax cross-entropy against integer labels, with optional smoothing;
+  the mean, or per example with reduction="none"."""
   targets = jax.nn.one_hot(labels, logits.shape[-1])
   if label_smoothing:
     targets = optax.smooth_labels(targets, label_smoothing)
-  return optax.softmax_cross_entropy(logits, targets).mean()
+  per_example = optax.softmax_cross_entropy(logits, targets)
+  return per_example.mean() if reduction == "mean" else per_example
 
 
 def soft_cross_entropy(logits, targets):

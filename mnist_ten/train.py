@@ -358,6 +358,13 @@ def _train(config, workdir, setup, is_main, start_time) -> Dict:
     logging.info("initialised %s from %s", config.init_scope, config.init_from)
 
   data = input_pipeline.make_train_data(dataset, split, replicated)
+  t = time.time()
+  data = method.prepare(data, sharding=replicated)
+  prepare_seconds = time.time() - t
+  if data.pseudo_labels is not None:
+    logging.info("prepared pseudo-labels for %d unlabeled images in %s (%.0f%% weighted)",
+                 data.pseudo_labels.shape[0], _format_seconds(prepare_seconds),
+                 100 * float(jnp.mean(data.pseudo_weights > 0)))
   eval_sets = input_pipeline.make_eval_sets(dataset, split, replicated)
   if config.eval_with == "head":
     predict = evaluate.make_predict(lambda v, x: model.apply(v, x, train=False),
@@ -445,6 +452,7 @@ def _train(config, workdir, setup, is_main, start_time) -> Dict:
                        if train_seconds else 0.0)
   results = _results(config, setup, final["test_ema"], final["test_raw"], {
       "steps": step, "train_seconds": train_seconds, "compile_seconds": compile_seconds,
+      "prepare_seconds": prepare_seconds,
       "wall_seconds": earlier_wall_seconds + time.time() - start_time,
       "images_per_second": images_per_second})
   if "val_ema" in final:

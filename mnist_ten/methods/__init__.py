@@ -52,6 +52,12 @@ class Method:
     """Images that pass through the network per step (for images/s)."""
     return self.labeled_batch_size + self.unlabeled_batch_size
 
+  def prepare(self, data, *, sharding):
+    """Called once before training (and again on resume; it must be
+    deterministic): may return `data` with `pseudo_labels`/`pseudo_weights`
+    computed from the images and the labeled examples."""
+    return data
+
   def loss(self, params, *, forward, labeled, unlabeled, rng, step):
     raise NotImplementedError
 
@@ -61,5 +67,6 @@ def build(config, ctx: Context) -> Method:
 
 
 # Importing a method's module registers it.
-for _module in ("supervised", "knn", "fixmatch", "mixmatch", "pretext", "simclr"):
+for _module in ("supervised", "knn", "fixmatch", "mixmatch", "pretext", "simclr",
+                "propagate", "entropy_min"):
   importlib.import_module(f"mnist_ten.methods.{_module}")

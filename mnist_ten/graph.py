@@ -1,0 +1,238 @@
+"""Graph-based label propagation: from a handful of labels to pseudo-labels
+for every unlabeled image.
+
+1. Features in which nearest neighbours tend to share a class. Raw pixels are
+   poor (10-NN purity 95.7% on MNIST); moment-based deskewing (the classic
+   MNIST normalisation) and histograms of oriented gradients (Dalal & Triggs
+   2005) are invariant to slant and stroke position: their concatenation
+   reaches 98.3%. A trained encoder's features can be added (`encoder`).
+2. A k-nearest-neighbour graph (cosine similarity, exact, in chunks on device)
+   with self-tuning Gaussian weights (Zelnik-Manor & Perona 2004).
+3. Poisson learning (Calder et al. 2020) from the labeled nodes: unlike
+   Laplace learning / label propagation it stays informative with one label
+   per class, where label propagation's solution flattens towards a constant.
+
+Everything is a pure JAX function and runs on the accelerator when there is one.
+Measured on MNIST (label seeds 0-4, pseudo-label accuracy on the 59,990
+unlabeled images, a diagnostic computed outside training): raw pixels 84.8%,
+deskewed pixels 95.8%, deskewed pixels + HOG 98.2% (min 98.0%).
+"""
+import functools
+from typing import Callable, Dict, List, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mnist_ten import augment
+from mnist_ten.augment import _identity_grid, _sample
+from mnist_ten.errors import ConfigError
+from mnist_ten.registry import Registry
+
+# name -> factory(**options) -> fn(images float [N, H, W, C] in [0, 1]) -> [N, D]
+FEATURES: Registry = Registry("graph feature")
+
+
+def deskew(image):
+  """Shear the image so that its principal axis is vertical and move its
+  centre of mass to the centre (image moments, as in LeCun et al. 1998)."""
+  grey = image.mean(-1)
+  ys, xs = _identity_grid(image.shape)
+  total = grey.sum() + 1e-6
+  my, mx = (ys * grey).sum() / total, (xs * grey).sum() / total
+  var_y = ((ys - my) ** 2 * grey).sum() / total
+  cov = ((ys - my) * (xs - mx) * grey).sum() / total
+  slant = cov / (var_y + 1e-6)
+  cy, cx = (image.shape[0] - 1) / 2.0, (image.shape[1] - 1) / 2.0
+  return _sample(image, ys - cy + my, slant * (ys - cy) + xs - cx + mx)
+
+
+def hog(image, *, cell: int = 4, bins: int = 9):
+  """Histograms of oriented gradients: unsigned orientations in `bins` bins
+  (linear vote), summed over cell x cell cells, L2-normalised over
+  overlapping 2 x 2 blocks of cells."""
+  grey = image.mean(-1)
+  gy = jnp.pad(grey[2:] - grey[:-2], ((1, 1), (0, 0)))
+  gx = jnp.pad(grey[:, 2:] - grey[:, :-2], ((0, 0), (1, 1)))
+  magnitude = jnp.sqrt(gx ** 2 + gy ** 2)
+  position = (jnp.arctan2(gy, gx) % jnp.pi) / jnp.pi * bins
+  low = jnp.floor(position)
+  frac = position - low
+  low = low.astype(jnp.int32) % bins
+  votes = (jax.nn.one_hot(low, bins) * (magnitude * (1 - frac))[..., None]
+           + jax.nn.one_hot((low + 1) % bins, bins) * (magnitude * frac)[..., None])
+  h, w = grey.shape[0] // cell, grey.shape[1] // cell
+  cells = votes[:h * cell, :w * cell].reshape(h, cell, w, cell, bins).sum((1, 3))
+  blocks = jnp.concatenate([cells[:-1, :-1], cells[1:, :-1], cells[:-1, 1:], cells[1:, 1:]],
+                           axis=-1).reshape((h - 1) * (w - 1), 4 * bins)
+  blocks = blocks / jnp.sqrt((blocks ** 2).sum(-1, keepdims=True) + 1e-3)
+  return blocks.reshape(-1)
+
+
+def _per_image(fn):
+  return lambda images: jax.vmap(fn)(images).reshape(images.shape[0], -1)
+
+
+@FEATURES.register("pixels")
+def pixels_features():
+  return lambda images: images.reshape(images.shape[0], -1)
+
+
+@FEATURES.register("deskew")
+def deskew_features():
+  return _per_image(deskew)
+
+
+@FEATURES.register("hog")
+def hog_features(*, cell: int = 4, bins: int = 9, deskewed: bool = True):
+  fn = (lambda im: hog(deskew(im), cell=cell, bins=bins)) if deskewed else \
+      functools.partial(hog, cell=cell, bins=bins)
+  return _per_image(fn)
+
+
+def pca(x: np.ndarray, dim: int, fit_every: int = 10) -> np.ndarray:
+  """Projection on the top `dim` principal components, fitted on every
+  `fit_every`-th row (6,000 of 60,000 rows are plenty and 10x cheaper)."""
+  x = np.asarray(x, np.float32)
+  if dim >= x.shape[1]:
+    return x - x.mean(0)
+  mean = x.mean(0)
+  fit = x[::fit_every] if x.shape[0] >= 4 * dim * fit_every else x
+  _, _, vt = np.linalg.svd(fit - mean, full_matrices=False)
+  return (x - mean) @ vt[:dim].T
+
+
+def _unit(x):
+  return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)
+
+
+def parse_features(spec: str) -> List[Tuple[str, Dict]]:
+  """'hog(cell=4, dim=64)|deskew(dim=64)' -> [(name, options)], checked."""
+  blocks = augment.parse(spec, what="graph feature")
+  if not blocks:
+    raise ConfigError(f"no graph features in {spec!r}")
+  for name, _ in blocks:
+    if name != "encoder":
+      FEATURES.get(name)  # unknown names fail here, before any work
+  return blocks
+
+
+def embed(images: np.ndarray, spec: str, *, batch_size: int = 5000,
+          extra: Dict[str, Callable] = None) -> np.ndarray:
+  """Concatenated graph features of uint8 images [N, H, W, C]. `spec` is a
+  pipeline string of blocks, `name(dim=64, options...)`: each block's
+  features are computed in batches, reduced to `dim` principal components and
+  L2-normalised, so that every block weighs the same in the cosine
+  similarity. `extra` maps further names (e.g. "encoder") to feature
+  functions."""
+  parts = []
+  for name, block in parse_features(spec):
+    dim = block.pop("dim", 64)
+    if name in (extra or {}):
+      fn = extra[name]
+    else:
+      try:
+        fn = jax.jit(FEATURES.get(name)(**block))
+      except TypeError as e:
+        raise ConfigError(f"graph feature {name!r}: {e}") from None
+    feats = np.concatenate([
+        np.asarray(fn(jnp.asarray(images[i:i + batch_size], jnp.float32) / 255.0))
+        for i in range(0, images.shape[0], batch_size)])
+    parts.append(_unit(pca(feats, dim)))
+  return np.concatenate(parts, axis=1)
+
+
+def knn_graph(features: np.ndarray, k: int, *, chunk: int = 2000):
+  """Exact k nearest neighbours by cosine similarity (self excluded):
+  (similarities [N, k], indices [N, k]), best first."""
+  if not 1 <= k < features.shape[0]:
+    raise ConfigError(f"graph: k={k} must be in [1, {features.shape[0]})")
+  database = jnp.asarray(_unit(features), jnp.float32)
+
+  @jax.jit
+  def nearest(start):
+    queries = jax.lax.dynamic_slice_in_dim(database, start, chunk)
+    sims = queries @ database.T
+    # Remove self-matches explicitly (duplicated images would otherwise
+    # make the first neighbour ambiguous).
+    sims = sims.at[jnp.arange(chunk), start + jnp.arange(chunk)].set(-jnp.inf)
+    return jax.lax.top_k(sims, k)
+
+  n = features.shape[0]
+  padded = -(-n // chunk) * chunk
+  if padded != n:
+    database = jnp.concatenate([database, jnp.zeros((padded - n, database.shape[1]))])
+  sims, idx = [], []
+  for start in range(0, n, chunk):
+    s, i = nearest(start)
+    sims.append(np.asarray(s))
+    idx.append(np.asarray(i))
+  sims, idx = np.concatenate(sims)[:n], np.concatenate(idx)[:n]
+  return sims, idx
+
+
+def edge_weights(sims: np.ndarray) -> np.ndarray:
+  """Self-tuning Gaussian weights: exp(-d_ij / d_ik), d = 1 - cosine, with
+  d_ik the distance to the k-th neighbour (the local scale)."""
+  dist = np.maximum(1.0 - sims, 0.0)
+  return np.exp(-dist / np.maximum(dist[:, -1:], 1e-6)).astype(np.float32)
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes", "iterations"))
+def poisson_learning(neighbors, weights, seeds, seed_labels, *, num_classes: int,
+                     iterations: int = 600):
+  """Poisson learning on the symmetrised kNN graph W = (A + A^T) / 2.
+
+  Solves L u = b, with b = onehot(label) - mean at the labeled nodes and 0
+  elsewhere, by the Jacobi-style iteration of Calder et al. (2020):
+  u <- u + D^-1 (b - L u). Returns u [N, num_classes]; argmax is the label.
+  """
+  n, k = neighbors.shape
+  rows = jnp.repeat(jnp.arange(n), k)
+  cols = neighbors.reshape(-1)
+  w = weights.reshape(-1) / 2.0
+  degree = (jax.ops.segment_sum(w, rows, n) + jax.ops.segment_sum(w, cols, n))[:, None]
+  onehot = jax.nn.one_hot(seed_labels, num_classes)
+  source = jnp.zeros((n, num_classes)).at[seeds].add(onehot - onehot.mean(0))
+
+  def apply_w(u):  # W u with W = (A + A^T) / 2, A[i, neighbors[i, j]] = weights[i, j]
+    forward = jax.ops.segment_sum(w[:, None] * u[cols], rows, n)
+    backward = jax.ops.segment_sum(w[:, None] * u[rows], cols, n)
+    return forward + backward
+
+  def body(_, u):
+    return u + (source - (degree * u - apply_w(u))) / degree
+
+  return jax.lax.fori_loop(0, iterations, body, jnp.zeros((n, num_classes)))
+
+
+def confident_labels(scores: np.ndarray, keep: float):
+  """Pseudo-labels and a class-balanced confidence mask.
+
+  Poisson scores differ in scale between classes, so each class's column is
+  standardised first. The label is the argmax; within each predicted class
+  the `keep` fraction with the largest margin (best minus second best) is
+  kept. Returns (labels int32 [N], mask float32 [N]).
+  """
+  z = (scores - scores.mean(0)) / (scores.std(0) + 1e-12)
+  labels = z.argmax(1)
+  top2 = np.sort(z, axis=1)[:, -2:]
+  margin = top2[:, 1] - top2[:, 0]
+  mask = np.zeros(len(z), np.float32)
+  for c in range(z.shape[1]):
+    members = np.flatnonzero(labels == c)
+    ranked = members[np.argsort(-margin[members], kind="stable")]
+    mask[ranked[:int(round(keep * members.size))]] = 1.0
+  return labels.astype(np.int32), mask
+
+
+def propagate(images: np.ndarray, seeds: np.ndarray, seed_labels: np.ndarray, *,
+              num_classes: int, features: str, k: int = 10,
+              iterations: int = 600, extra: Dict[str, Callable] = None) -> np.ndarray:
+  """Poisson scores [N, num_classes] for uint8 images [N, H, W, C], from the
+  labels of images[seeds]; `features` as in `embed`."""
+  features = embed(images, features, extra=extra)
+  sims, idx = knn_graph(features, k)
+  return np.asarray(poisson_learning(
+      jnp.asarray(idx), jnp.asarray(edge_weights(sims)), jnp.asarray(seeds),
+      jnp.asarray(seed_labels), num_classes=num_classes, iterations=iterations))

@@ -1,0 +1,82 @@
+"""Pseudo-labels propagated over a graph, then training on them.
+
+Before training (`prepare`), the labels of the few labeled examples are
+propagated to every unlabeled image by Poisson learning on a k-nearest-
+neighbour graph (`mnist_ten.graph`); each class keeps its most confident
+`keep` fraction. The loss is cross-entropy on the augmented labeled batch
+plus `lambda_u` times the weighted cross-entropy of strongly augmented
+unlabeled images against their pseudo-labels: the network, trained with
+augmentations the graph knows nothing about, generalises past the graph's
+own mistakes.
+
+Graph features are a pipeline string of blocks, `propagate.features` (see
+`graph.FEATURES`, e.g. "hog(cell=4, dim=64)|deskew(dim=64)"); the block `encoder` uses the encoder of the run in
+`config.init_from` (its EMA weights), so a second round can propagate over
+what the first round learned.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mnist_ten import graph
+from mnist_ten import losses
+from mnist_ten.errors import ConfigError
+from mnist_ten.methods import METHODS, Method
+
+
+@METHODS.register("propagate")
+class Propagate(Method):
+
+  def __init__(self, config, ctx):
+    super().__init__(config, ctx)
+    cfg = config.propagate
+    self.labeled_batch_size = config.batch_size
+    self.unlabeled_batch_size = config.batch_size * cfg.mu
+    self.labeled_augment = ctx.augmenter(config.augment.labeled)
+    self.strong = ctx.augmenter(config.augment.strong)
+    if not 0.0 < cfg.keep <= 1.0:
+      raise ConfigError(f"propagate.keep={cfg.keep} must be in (0, 1]")
+    self.uses_encoder = any(name == "encoder" for name, _ in
+                            graph.parse_features(cfg.features))
+    if self.uses_encoder and not config.init_from:
+      raise ConfigError("propagate.features holds 'encoder' but config.init_from is "
+                        "empty: the encoder features come from the run it names")
+
+  def prepare(self, data, *, sharding):
+    cfg = self.config.propagate
+    labeled = np.asarray(data.labeled_images)
+    images = np.concatenate([labeled, np.asarray(data.unlabeled_images)])
+    extra = {}
+    if self.uses_encoder:
+      from mnist_ten import inference  # a late import: inference imports methods
+      classifier = inference.load_classifier(self.config.init_from)
+      extra["encoder"] = lambda x: jnp.asarray(classifier.features(np.asarray(x)))
+    scores = graph.propagate(images, np.arange(labeled.shape[0]),
+                             np.asarray(data.labeled_labels),
+                             num_classes=self.ctx.num_classes, features=cfg.features,
+                             k=cfg.k, iterations=cfg.iterations, extra=extra)
+    labels, mask = graph.confident_labels(scores[labeled.shape[0]:], cfg.keep)
+    return data.replace(pseudo_labels=jax.device_put(labels, sharding),
+                        pseudo_weights=jax.device_put(mask, sharding))
+
+  def loss(self, params, *, forward, labeled, unlabeled, rng, step):
+    cfg = self.config.propagate
+    k_lab, k_unl = jax.random.split(rng)
+    n_lab = labeled.images.shape[0]
+    images = jnp.concatenate([self.labeled_augment(k_lab, labeled.images),
+                              self.strong(k_unl, unlabeled.images)])
+    logits, batch_stats = forward(params, images)
+    supervised = losses.cross_entropy(logits[:n_lab], labeled.labels,
+                                      label_smoothing=self.config.label_smoothing)
+    per_example = losses.cross_entropy(logits[n_lab:], unlabeled.pseudo_labels,
+                                       label_smoothing=self.config.label_smoothing,
+                                       reduction="none")
+    unsupervised = jnp.mean(per_example * unlabeled.pseudo_weights)
+    return supervised + cfg.lambda_u * unsupervised, {
+        "loss/supervised": supervised, "loss/pseudo_labels": unsupervised,
+        "train/accuracy": losses.accuracy(logits[:n_lab], labeled.labels),
+        # Agreement with the pseudo-labels, not accuracy: the true labels of
+        # unlabeled images are never seen here.
+        "train/pseudo_label_agreement": losses.accuracy(logits[n_lab:],
+                                                        unlabeled.pseudo_labels),
+    }, batch_stats

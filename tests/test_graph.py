@@ -1,0 +1,100 @@
+"""Graph propagation pieces: features, the kNN graph, Poisson learning, and
+the class-balanced confidence mask."""
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mnist_ten import graph
+from mnist_ten.errors import ConfigError
+
+
+def _slanted_bar(slant):
+  image = np.zeros((28, 28, 1), np.float32)
+  for r in range(4, 24):
+    c = int(round(14 + slant * (r - 14)))
+    image[r, c - 1:c + 2] = 1.0
+  return image
+
+
+def test_deskew_straightens_a_slanted_stroke_and_centres_it():
+  image = jnp.asarray(_slanted_bar(0.4))
+  out = np.asarray(graph.deskew(image))[..., 0]
+  cols = [np.average(np.arange(28), weights=row) for row in out[6:22] if row.sum() > 0.5]
+  assert np.ptp(cols) < 1.5  # the column no longer drifts with the row
+  ys, xs = np.nonzero(out > 0.5)
+  assert abs(xs.mean() - 13.5) < 1.0
+  # An upright stroke is only moved (by half a pixel, to the exact centre).
+  straight = np.asarray(graph.deskew(jnp.asarray(_slanted_bar(0.0))))[..., 0]
+  assert abs(straight.sum() - _slanted_bar(0.0).sum()) < 1.0
+  np.testing.assert_allclose(straight[:, 12:17].sum(1), _slanted_bar(0.0)[:, 12:17, 0].sum(1),
+                             atol=1e-5)
+
+
+def test_hog_blocks_are_unit_norm_and_see_orientation():
+  vertical, horizontal = _slanted_bar(0.0), np.transpose(_slanted_bar(0.0), (1, 0, 2))
+  hv = np.asarray(graph.hog(jnp.asarray(vertical), cell=4)).reshape(-1, 36)
+  hh = np.asarray(graph.hog(jnp.asarray(horizontal), cell=4)).reshape(-1, 36)
+  assert hv.shape == (36, 36)  # 6 x 6 blocks of 2 x 2 cells x 9 bins
+  norms = np.linalg.norm(hv, axis=1)
+  assert np.all(norms <= 1.0 + 1e-5) and norms.max() > 0.9
+  # A vertical bar has horizontal gradients (bin 0), a horizontal one vertical (bin 4-5).
+  bins_v = hv.reshape(-1, 9).sum(0)
+  bins_h = hh.reshape(-1, 9).sum(0)
+  assert bins_v.argmax() in (0, 8) and bins_h.argmax() in (4, 5)
+
+
+def test_knn_graph_matches_brute_force():
+  x = np.random.default_rng(0).normal(size=(250, 5)).astype(np.float32)
+  sims, idx = graph.knn_graph(x, 4, chunk=64)  # 250 is not a multiple of 64
+  unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+  full = unit @ unit.T
+  np.fill_diagonal(full, -np.inf)
+  expected = np.argsort(-full, axis=1)[:, :4]
+  np.testing.assert_array_equal(idx, expected)
+  np.testing.assert_allclose(sims, np.take_along_axis(full, expected, 1), atol=1e-5)
+  with pytest.raises(ConfigError, match="k=250"):
+    graph.knn_graph(x, 250)
+
+
+def test_poisson_learning_labels_each_cluster_from_one_seed():
+  rng = np.random.default_rng(1)
+  centres = rng.normal(size=(3, 8)) * 5
+  labels = np.repeat(np.arange(3), [120, 60, 30])  # unbalanced clusters
+  x = centres[labels] + rng.normal(size=(labels.size, 8))
+  seeds = np.array([0, 120, 180])
+  sims, idx = graph.knn_graph(x, 6)
+  scores = np.asarray(graph.poisson_learning(
+      jnp.asarray(idx), jnp.asarray(graph.edge_weights(sims)), jnp.asarray(seeds),
+      jnp.asarray(labels[seeds]), num_classes=3, iterations=300))
+  pseudo, _ = graph.confident_labels(scores, 1.0)
+  assert (pseudo == labels).mean() == 1.0
+
+
+def test_confident_labels_keeps_a_fraction_of_each_class():
+  rng = np.random.default_rng(2)
+  scores = rng.normal(size=(1000, 4))
+  scores[:, 0] *= 10  # a class on a larger scale must not take over
+  labels, mask = graph.confident_labels(scores, 0.5)
+  counts = np.bincount(labels, minlength=4)
+  assert counts.min() > 150  # standardised columns: no class swallows the rest
+  for c in range(4):
+    assert abs(mask[labels == c].sum() - 0.5 * counts[c]) <= 1
+  # The kept ones are the clearest: larger margins than the dropped ones.
+  z = (scores - scores.mean(0)) / scores.std(0)
+  top2 = np.sort(z, 1)[:, -2:]
+  margin = top2[:, 1] - top2[:, 0]
+  for c in range(4):
+    members = labels == c
+    assert margin[members & (mask == 1)].min() >= margin[members & (mask == 0)].max()
+
+
+def test_embed_blocks_are_unit_norm_and_bad_specs_are_refused():
+  images = (np.random.default_rng(3).random((40, 28, 28, 1)) * 255).astype(np.uint8)
+  features = graph.embed(images, "deskew(dim=8)|hog(cell=7, dim=4)")
+  assert features.shape == (40, 12)
+  np.testing.assert_allclose(np.linalg.norm(features[:, :8], axis=1), 1.0, rtol=1e-5)
+  np.testing.assert_allclose(np.linalg.norm(features[:, 8:], axis=1), 1.0, rtol=1e-5)
+  with pytest.raises(ConfigError, match="unknown graph feature 'sift'"):
+    graph.embed(images, "sift(dim=8)")
+  with pytest.raises(ConfigError, match="graph feature 'hog'"):
+    graph.embed(images, "hog(size=3)")
