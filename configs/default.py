@@ -28,7 +28,7 @@ def _round(model, features, num_steps, lr):
   c.model = model
   c.batch_size = 16
   c.propagate = dict(features=features, k=10, iterations=600, keep=1.0, mu=8,
-                     lambda_u=1.0)
+                     lambda_u=1.0, agree_with_init=False)
   c.augment.labeled = LABELED
   c.augment.strong = STRONG
   c.optim.lr = lr

@@ -111,7 +111,7 @@ def test_propagate_prepares_pseudo_labels_from_images_and_labeled_examples(toy_c
   config.method = "propagate"
   config.augment.strong = "affine(shift=0.05)"
   config.propagate = dict(features="pixels(dim=32)", k=5, iterations=200, keep=0.5, mu=2,
-                          lambda_u=1.0)
+                          lambda_u=1.0, agree_with_init=False)
   dataset = datasets.load(config.data)
   split = splits.make_split(dataset.train_labels, 10, labels_per_class=1, label_seed=0)
   data = input_pipeline.make_train_data(dataset, split, None)
@@ -147,7 +147,7 @@ def test_propagate_refuses_encoder_features_without_init_from(toy_config):
   toy_config.method = "propagate"
   toy_config.augment.strong = "none"
   toy_config.propagate = dict(features="encoder(dim=8)", k=5, iterations=10, keep=1.0,
-                              mu=1, lambda_u=1.0)
+                              mu=1, lambda_u=1.0, agree_with_init=False)
   with pytest.raises(ConfigError, match="init_from"):
     methods.build(toy_config, methods.Context(num_classes=10, hflip_allowed=False))
 

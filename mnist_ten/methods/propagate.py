@@ -12,7 +12,8 @@ own mistakes.
 Graph features are a pipeline string of blocks, `propagate.features` (see
 `graph.FEATURES`, e.g. "hog(cell=4, dim=64)|deskew(dim=64)"); the block `encoder` uses the encoder of the run in
 `config.init_from` (its EMA weights), so a second round can propagate over
-what the first round learned.
+what the first round learned; `agree_with_init` keeps only the pseudo-labels
+that run's network agrees with.
 """
 import jax
 import jax.numpy as jnp
@@ -38,16 +39,16 @@ class Propagate(Method):
       raise ConfigError(f"propagate.keep={cfg.keep} must be in (0, 1]")
     self.uses_encoder = any(name == "encoder" for name, _ in
                             graph.parse_features(cfg.features))
-    if self.uses_encoder and not config.init_from:
-      raise ConfigError("propagate.features holds 'encoder' but config.init_from is "
-                        "empty: the encoder features come from the run it names")
+    if (self.uses_encoder or cfg.get("agree_with_init", False)) and not config.init_from:
+      raise ConfigError("propagate.features holds 'encoder' or propagate.agree_with_init "
+                        "is set, but config.init_from is empty: both use the run it names")
 
   def prepare(self, data, *, sharding):
     cfg = self.config.propagate
     labeled = np.asarray(data.labeled_images)
     images = np.concatenate([labeled, np.asarray(data.unlabeled_images)])
-    extra = {}
-    if self.uses_encoder:
+    extra, classifier = {}, None
+    if self.uses_encoder or cfg.get("agree_with_init", False):
       from mnist_ten import inference  # a late import: inference imports methods
       classifier = inference.load_classifier(self.config.init_from)
       extra["encoder"] = lambda x: jnp.asarray(classifier.features(np.asarray(x)))
@@ -56,6 +57,12 @@ class Propagate(Method):
                              num_classes=self.ctx.num_classes, features=cfg.features,
                              k=cfg.k, iterations=cfg.iterations, extra=extra)
     labels, mask = graph.confident_labels(scores[labeled.shape[0]:], cfg.keep)
+    if cfg.get("agree_with_init", False):
+      # Two views that err differently: the graph (neighbours) and the
+      # previous round's network (trained with deformations). Where they
+      # disagree the pseudo-label is dropped.
+      predicted, _ = classifier(np.asarray(data.unlabeled_images))
+      mask = mask * (predicted == labels)
     return data.replace(pseudo_labels=jax.device_put(labels, sharding),
                         pseudo_weights=jax.device_put(mask, sharding))
 
