@@ -7,8 +7,24 @@ import numpy as np
 
 
 def load_results(workdir) -> Optional[dict]:
+  """A finished run's results.json, with `train_seconds_all_stages`: its
+  training time plus any pre-training preparation (graph building) and, for a
+  two-stage run, stage 1's (in workdir/pretrain) — what a user waits for."""
   path = pathlib.Path(workdir) / "results.json"
-  return json.loads(path.read_text()) if path.exists() else None
+  if not path.exists():
+    return None
+  results = json.loads(path.read_text())
+  stages = [results]
+  stage1 = pathlib.Path(workdir) / "pretrain" / "results.json"
+  if stage1.exists():
+    stages.append(json.loads(stage1.read_text()))
+  results["train_seconds_all_stages"] = sum(
+      r["train_seconds"] + r.get("prepare_seconds", 0.0) for r in stages)
+  return results
+
+
+def _train_seconds(r: dict) -> float:
+  return r.get("train_seconds_all_stages", r["train_seconds"])
 
 
 def summary(rows: List[dict]) -> dict:
@@ -16,7 +32,7 @@ def summary(rows: List[dict]) -> dict:
   return {"config": rows[0]["config"], "dataset": rows[0]["dataset"], "runs": len(rows),
           "mean": acc.mean(), "std": acc.std(ddof=1) if len(acc) > 1 else 0.0,
           "min": acc.min(), "max": acc.max(),
-          "train_min": np.mean([r["train_seconds"] for r in rows]) / 60,
+          "train_min": np.mean([_train_seconds(r) for r in rows]) / 60,
           "wall_min": np.mean([r["wall_seconds"] for r in rows]) / 60,
           "images_per_second": np.mean([r["images_per_second"] for r in rows])}
 
@@ -31,10 +47,10 @@ def seed_table(rows: List[dict]):
   for r in rows:
     md.append(f"| {r['label_seed']} | {100 * r['test_accuracy_ema']:.2f} | "
               f"{100 * r['test_accuracy_raw']:.2f} | {r['test_macro_f1_ema']:.4f} | "
-              f"{r['steps']} | {r['train_seconds'] / 60:.1f} | "
+              f"{r['steps']} | {_train_seconds(r) / 60:.1f} | "
               f"{r['wall_seconds'] / 60:.1f} | {r['images_per_second']:.0f} |")
     csv.append(f"{r['label_seed']},{r['test_accuracy_ema']},{r['test_accuracy_raw']},"
-               f"{r['test_macro_f1_ema']},{r['steps']},{r['train_seconds']:.1f},"
+               f"{r['test_macro_f1_ema']},{r['steps']},{_train_seconds(r):.1f},"
                f"{r['wall_seconds']:.1f},{r['images_per_second']:.1f}")
   md.append(f"\n**{s['config']}** on {s['dataset']}, {s['runs']} label seeds: "
             f"**{s['mean']:.2f} ± {s['std']:.2f}%** (min {s['min']:.2f}, max {s['max']:.2f}); "

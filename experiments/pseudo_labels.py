@@ -1,0 +1,69 @@
+"""Diagnostic: how good are a run's guesses about the unlabeled images?
+
+    python experiments/pseudo_labels.py RUN_WORKDIR [--threshold=0.95]
+
+This is the only place where the labels of the unlabeled train images are
+read; nothing here feeds back into training. It reports, for the run's own
+split (its config and split.json):
+  - for `propagate` runs: the accuracy of the graph pseudo-labels the method
+    prepared, overall and on the weighted (kept) ones;
+  - for every trained run: the final (EMA) model's accuracy on the unlabeled
+    train images, and the accuracy and coverage of its predictions with
+    confidence >= threshold (FixMatch's pseudo-labels).
+Prints JSON and writes it to RUN_WORKDIR/pseudo_labels.json.
+"""
+import json
+import pathlib
+import sys
+
+from absl import app
+from absl import flags
+import ml_collections
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from mnist_ten import datasets  # pylint: disable=g-import-not-at-top
+from mnist_ten import input_pipeline  # pylint: disable=g-import-not-at-top
+from mnist_ten import train  # pylint: disable=g-import-not-at-top
+from mnist_ten.inference import load_classifier  # pylint: disable=g-import-not-at-top
+
+_THRESHOLD = flags.DEFINE_float("threshold", 0.95, "Confidence for the model's pseudo-labels.")
+
+
+def diagnose(workdir: pathlib.Path, threshold: float) -> dict:
+  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+  setup = train.Setup(config)
+  split, dataset = setup.split, setup.dataset
+  truth = dataset.train_labels[split.unlabeled]
+  out = {"workdir": str(workdir), "method": config.method,
+         "num_unlabeled": int(split.unlabeled.size)}
+  if config.method == "propagate":
+    data = input_pipeline.make_train_data(dataset, split, None)
+    data = setup.method.prepare(data, sharding=None)
+    pseudo = np.asarray(data.pseudo_labels)
+    kept = np.asarray(data.pseudo_weights) > 0
+    out["graph_pseudo_label_accuracy"] = float((pseudo == truth).mean())
+    out["graph_kept_fraction"] = float(kept.mean())
+    out["graph_kept_accuracy"] = float((pseudo[kept] == truth[kept]).mean())
+  if setup.method.trains:
+    predicted, probs = load_classifier(workdir)(dataset.train_images[split.unlabeled])
+    confident = probs.max(-1) >= threshold
+    out["model_accuracy_on_unlabeled"] = float((predicted == truth).mean())
+    out["model_confident_fraction"] = float(confident.mean())
+    out["model_confident_accuracy"] = float((predicted[confident] == truth[confident]).mean()
+                                            if confident.any() else float("nan"))
+    out["threshold"] = threshold
+  return out
+
+
+def main(argv):
+  if len(argv) != 2:
+    raise app.UsageError("usage: pseudo_labels.py RUN_WORKDIR [--threshold=0.95]")
+  workdir = pathlib.Path(argv[1])
+  result = diagnose(workdir, _THRESHOLD.value)
+  (workdir / "pseudo_labels.json").write_text(json.dumps(result, indent=2))
+  print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+  app.run(main)
