@@ -55,5 +55,9 @@ def test_bad_split_requests_name_the_problem(kwargs, message):
 
 def test_train_data_holds_no_unlabeled_labels():
   # The only object the trainer receives has no field for the unlabeled labels.
+  # Pseudo-labels are a method's guesses, filled in by its `prepare` from the
+  # images and the labeled examples; the data as built holds none.
   fields = set(input_pipeline.TrainData.__dataclass_fields__)
-  assert fields == {"labeled_images", "labeled_labels", "unlabeled_images"}
+  assert fields == {"labeled_images", "labeled_labels", "unlabeled_images",
+                    "pseudo_labels", "pseudo_weights"}
+  assert input_pipeline.TrainData.__dataclass_fields__["pseudo_labels"].default is None
