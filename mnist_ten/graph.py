@@ -156,6 +156,8 @@ def knn_graph(features: np.ndarray, k: int, *, chunk: int = 2000):
     # Remove self-matches explicitly (duplicated images would otherwise
     # make the first neighbour ambiguous).
     sims = sims.at[jnp.arange(chunk), start + jnp.arange(chunk)].set(-jnp.inf)
+    # The zero rows that pad the database to whole chunks are never neighbours.
+    sims = jnp.where(jnp.arange(database.shape[0]) < n, sims, -jnp.inf)
     return jax.lax.top_k(sims, k)
 
   n = features.shape[0]

@@ -52,6 +52,9 @@ def test_knn_graph_matches_brute_force():
   expected = np.argsort(-full, axis=1)[:, :4]
   np.testing.assert_array_equal(idx, expected)
   np.testing.assert_allclose(sims, np.take_along_axis(full, expected, 1), atol=1e-5)
+  # Neighbours with negative similarity: still real rows, never the padding.
+  _, idx = graph.knn_graph(x, 200, chunk=64)
+  assert idx.max() < 250
   with pytest.raises(ConfigError, match="k=250"):
     graph.knn_graph(x, 250)
 
