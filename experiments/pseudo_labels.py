@@ -22,7 +22,6 @@ import ml_collections
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from mnist_ten import datasets  # pylint: disable=g-import-not-at-top
 from mnist_ten import input_pipeline  # pylint: disable=g-import-not-at-top
 from mnist_ten import train  # pylint: disable=g-import-not-at-top
 from mnist_ten.inference import load_classifier  # pylint: disable=g-import-not-at-top

@@ -147,7 +147,11 @@ def knn_graph(features: np.ndarray, k: int, *, chunk: int = 2000):
   (similarities [N, k], indices [N, k]), best first."""
   if not 1 <= k < features.shape[0]:
     raise ConfigError(f"graph: k={k} must be in [1, {features.shape[0]})")
+  n = features.shape[0]
+  padded = -(-n // chunk) * chunk  # whole chunks; the zero rows are masked below
   database = jnp.asarray(_unit(features), jnp.float32)
+  if padded != n:
+    database = jnp.concatenate([database, jnp.zeros((padded - n, database.shape[1]))])
 
   @jax.jit
   def nearest(start):
@@ -157,13 +161,9 @@ def knn_graph(features: np.ndarray, k: int, *, chunk: int = 2000):
     # make the first neighbour ambiguous).
     sims = sims.at[jnp.arange(chunk), start + jnp.arange(chunk)].set(-jnp.inf)
     # The zero rows that pad the database to whole chunks are never neighbours.
-    sims = jnp.where(jnp.arange(database.shape[0]) < n, sims, -jnp.inf)
+    sims = jnp.where(jnp.arange(padded) < n, sims, -jnp.inf)
     return jax.lax.top_k(sims, k)
 
-  n = features.shape[0]
-  padded = -(-n // chunk) * chunk
-  if padded != n:
-    database = jnp.concatenate([database, jnp.zeros((padded - n, database.shape[1]))])
   sims, idx = [], []
   for start in range(0, n, chunk):
     s, i = nearest(start)

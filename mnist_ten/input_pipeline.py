@@ -58,6 +58,10 @@ def make_eval_sets(dataset: Dataset, split: Split, sharding):
   return sets
 
 
+def _gather(values, idx, sharding):
+  return jax.lax.with_sharding_constraint(values[idx], sharding)
+
+
 def _take(images, idx, sharding):
   batch = jnp.take(images, idx, axis=0).astype(jnp.float32) / 255.0
   return jax.lax.with_sharding_constraint(batch, sharding)
@@ -72,7 +76,7 @@ def sample(data: TrainData, rng, *, labeled_size: int, unlabeled_size: int, shar
   k_lab, k_unl = jax.random.split(rng)
   idx = jax.random.randint(k_lab, (labeled_size,), 0, data.labeled_images.shape[0])
   labeled = Batch(_take(data.labeled_images, idx, sharding),
-                  jax.lax.with_sharding_constraint(data.labeled_labels[idx], sharding))
+                  _gather(data.labeled_labels, idx, sharding))
   unlabeled = None
   if unlabeled_size:
     idx = jax.random.randint(k_unl, (unlabeled_size,), 0, data.unlabeled_images.shape[0])
@@ -80,7 +84,6 @@ def sample(data: TrainData, rng, *, labeled_size: int, unlabeled_size: int, shar
     if data.pseudo_labels is None:
       unlabeled = Batch(images)
     else:
-      unlabeled = Batch(images, pseudo_labels=jax.lax.with_sharding_constraint(
-          data.pseudo_labels[idx], sharding), pseudo_weights=jax.lax.with_sharding_constraint(
-              data.pseudo_weights[idx], sharding))
+      unlabeled = Batch(images, pseudo_labels=_gather(data.pseudo_labels, idx, sharding),
+                        pseudo_weights=_gather(data.pseudo_weights, idx, sharding))
   return labeled, unlabeled
