@@ -1,15 +1,15 @@
 """The project's best recipe for one label per class: graph propagation, then
-self-training, in two rounds.
+self-training, in rounds.
 
 Round 1 (WORKDIR/pretrain): the labels of the labeled examples are propagated
 over a nearest-neighbour graph of hand-made, label-free features (deskewed
-pixels and histograms of oriented gradients) by Poisson learning; a CNN is
-trained on the labeled examples and the propagated pseudo-labels, with strong
-augmentation. Round 2: the graph is rebuilt with round 1's encoder features
-added, the labels are propagated again, and training continues from round 1's
-weights.
+pixels and histograms of oriented gradients) by Poisson learning; a residual
+CNN is trained on the labeled examples and the propagated pseudo-labels, with
+strong augmentation. Each later round rebuilds the graph with the previous
+round's encoder features added, propagates the labels again, and continues
+training from the previous round's weights.
 
-Presets: rounds=1|2 (default 2), quick, model=NAME.
+Presets: rounds=N (1 to 5, default 2), quick, model=NAME (default resnet).
 """
 from mnist_ten import config as config_lib
 
@@ -20,6 +20,14 @@ LABELED = "affine(rotate=15, shift=0.1, scale=0.15, shear=15, elastic=1)"
 # epochs, label seed 0), while the deformations keep it from memorising the
 # graph's mistakes.
 STRONG = "affine(rotate=10, shift=0.1, scale=0.1, shear=10, elastic=1)"
+ROUNDS = 2
+# The residual CNN fits the propagated labels better than the LeNet (label
+# seed 3: 98.39% vs 97.54% after round 1, 98.60% vs 97.86% after round 2) and
+# runs as fast on this CPU. A third round added 0.05 points (98.65%, seed 3)
+# for 4 more minutes, so two is the default.
+MODEL = "resnet"
+FIRST_STEPS, FIRST_LR = 1200, 0.05  # round 1, from scratch
+LATER_STEPS, LATER_LR = 800, 0.03  # every later round, from the round before
 
 
 def _round(model, features, num_steps, lr):
@@ -27,6 +35,10 @@ def _round(model, features, num_steps, lr):
   c.method = "propagate"
   c.model = model
   c.batch_size = 16
+  # keep=1.0: every pseudo-label. Keeping each class's most confident 90%
+  # (99.7% correct instead of 98.9%) did worse (a third round from the same
+  # start, seed 3: 98.43% vs 98.65%): the images dropped are the ones near the
+  # class boundaries, which the network most needs to see.
   c.propagate = dict(features=features, k=10, iterations=600, keep=1.0, mu=8,
                      lambda_u=1.0, agree_with_init=False)
   c.augment.labeled = LABELED
@@ -42,21 +54,25 @@ def _round(model, features, num_steps, lr):
 def get_config(arg=None):
   flags, options = config_lib.parse_arg(arg)
   config_lib.check_preset("default", flags, options, ("quick",), ("rounds", "model"))
-  rounds = options.get("rounds", "2")
-  if rounds not in ("1", "2"):
-    raise config_lib.ConfigError(f"default: rounds must be 1 or 2, got {rounds!r}")
-  model = config_lib.model_config(options.get("model", "lenet"))
-  if rounds == "1":
-    c = _round(model, FEATURES, 1200, 0.05)
-  else:
-    c = _round(model, FEATURES + "|encoder(dim=64)", 800, 0.03)
-    c.pretrain = _round(model, FEATURES, 1200, 0.05)
-    c.init_scope = "all"
+  rounds = options.get("rounds", str(ROUNDS))
+  if not rounds.isdigit() or not 1 <= int(rounds) <= 5:
+    raise config_lib.ConfigError(f"default: rounds must be 1 to 5, got {rounds!r}")
+  model = config_lib.model_config(options.get("model", MODEL))
+  # Each later round is a stage whose `pretrain` is the round before: it
+  # starts from that round's weights and adds its encoder to the graph.
+  c = _round(model, FEATURES, FIRST_STEPS, FIRST_LR)
+  for _ in range(int(rounds) - 1):
+    later = _round(model, FEATURES + "|encoder(dim=64)", LATER_STEPS, LATER_LR)
+    later.pretrain = c
+    later.init_scope = "all"
+    c = later
   c.name = "default" + (f":{arg}" if arg else "")
   if "quick" in flags:
-    for stage in (c, c.pretrain) if c.pretrain else (c,):
+    stage = c
+    while stage.get("method"):
       config_lib.shorten(stage, num_steps=20, batch_size=8)
       # A cheap graph: the smoke run checks the plumbing, not the features.
       stage.propagate.features = stage.propagate.features.replace(FEATURES, "deskew(dim=16)")
       stage.propagate.iterations = 50
+      stage = stage.pretrain
   return c

@@ -8,16 +8,18 @@ import numpy as np
 
 def load_results(workdir) -> Optional[dict]:
   """A finished run's results.json, with `train_seconds_all_stages`: its
-  training time plus any pre-training preparation (graph building) and, for a
-  two-stage run, stage 1's (in workdir/pretrain) — what a user waits for."""
+  training time plus any pre-training preparation (graph building) and that of
+  every earlier stage (in workdir/pretrain, workdir/pretrain/pretrain, ...) —
+  what a user waits for."""
   path = pathlib.Path(workdir) / "results.json"
   if not path.exists():
     return None
   results = json.loads(path.read_text())
   stages = [results]
-  stage1 = pathlib.Path(workdir) / "pretrain" / "results.json"
-  if stage1.exists():
-    stages.append(json.loads(stage1.read_text()))
+  stage = pathlib.Path(workdir) / "pretrain"
+  while (stage / "results.json").exists():
+    stages.append(json.loads((stage / "results.json").read_text()))
+    stage = stage / "pretrain"
   results["train_seconds_all_stages"] = sum(
       r["train_seconds"] + r.get("prepare_seconds", 0.0) for r in stages)
   return results

@@ -5,11 +5,14 @@
 
 Each seed runs in OUT/seed_N (data.label_seed = seed = N). Rerunning skips finished
 seeds and resumes unfinished ones from their checkpoints, so a long table can
-be built over several sittings. Writes OUT/table.md and OUT/table.csv: per-seed
+be built over several sittings. `{seed}` in --config.init_from is replaced by
+each seed, so a finished earlier stage can be reused per draw, e.g.
+--config.init_from=experiments/results/pretext/seed_{seed}/pretrain. Writes OUT/table.md and OUT/table.csv: per-seed
 accuracy of the final (EMA) model, mean ± std, min, max, and times.
 """
 import pathlib
 import sys
+from typing import List
 
 from absl import app
 from absl import flags
@@ -38,33 +41,42 @@ def parse_seeds(text: str):
   return seeds
 
 
-def main(argv):
-  del argv
-  logging.get_absl_handler().addFilter(train.OwnLogs())
-  out = pathlib.Path(_OUT.value)
+def run(config, seeds, out) -> List[dict]:
+  """Runs (or resumes, or skips when finished) `config` for each label seed in
+  OUT/seed_N, writes OUT/table.md and OUT/table.csv, returns the results."""
+  out = pathlib.Path(out)
   rows = []
-  for seed in parse_seeds(_SEEDS.value):
+  for seed in seeds:
     workdir = out / f"seed_{seed}"
     done = report.load_results(workdir)
     if done is None:
-      config = _CONFIG.value.copy_and_resolve_references()
+      config_n = config.copy_and_resolve_references()
       # A "seed" draws the labeled examples and the initialisation/batches, as
       # in the FixMatch protocol; with every label used, only the latter varies.
-      config.data.label_seed = seed
-      config.seed = seed
+      config_n.data.label_seed = seed
+      config_n.seed = seed
+      config_n.init_from = config_n.init_from.replace("{seed}", str(seed))
       logging.info("label seed %d -> %s", seed, workdir)
-      try:
-        done = train.train_and_evaluate(config, workdir)
-      except errors.MnistTenError as e:
-        print(f"error: seed {seed}: {e}", file=sys.stderr)
-        sys.exit(2)
+      done = train.train_and_evaluate(config_n, workdir)
     else:
       logging.info("label seed %d: finished earlier, skipped", seed)
     rows.append(done)
   md, csv = report.seed_table(rows)
   (out / "table.md").write_text(md)
   (out / "table.csv").write_text(csv)
-  print(md)
+  return rows
+
+
+def main(argv):
+  del argv
+  logging.get_absl_handler().addFilter(train.OwnLogs())
+  out = pathlib.Path(_OUT.value)
+  try:
+    run(_CONFIG.value, parse_seeds(_SEEDS.value), out)
+  except errors.MnistTenError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  print((out / "table.md").read_text())
 
 
 if __name__ == "__main__":

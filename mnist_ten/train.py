@@ -10,7 +10,7 @@ import json
 import logging as py_logging
 import pathlib
 import time
-from typing import Any, Dict
+from typing import Any, Dict, List, Tuple
 
 from absl import logging
 import flax
@@ -273,43 +273,59 @@ class Setup:
 
 
 def pretrain_config(config) -> ml_collections.ConfigDict:
-  """Stage 1 of a two-stage config: `config.pretrain`, on the same data, model
-  and seed as the main stage (whatever the nested copy says)."""
+  """The stage before `config`: `config.pretrain`, on the same data, model and
+  seed as `config` (whatever the nested copy says). It may have a `pretrain`
+  of its own, so stages chain (e.g. rounds of self-training)."""
   stage = config.pretrain.copy_and_resolve_references()
   with stage.unlocked():
     stage.name = f"{config.name}/pretrain"
     stage.data = config.data.copy_and_resolve_references()
     stage.model = config.model.copy_and_resolve_references()
     stage.seed = config.seed
-    stage.pretrain = ml_collections.ConfigDict()
+    if "pretrain" not in stage:
+      stage.pretrain = ml_collections.ConfigDict()
   return stage
+
+
+def stages(config, workdir) -> List[Tuple[ml_collections.ConfigDict, pathlib.Path]]:
+  """(config, workdir) of every stage, first to run first. With
+  `config.pretrain.method` set, the stage before runs in `workdir/pretrain`
+  and `config` starts from its weights; an explicit `config.init_from` reuses
+  a finished earlier stage instead (and ends the chain there)."""
+  chain = []
+  workdir = pathlib.Path(workdir)
+  while config.pretrain.get("method") and not config.init_from:
+    before = pretrain_config(config)
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+      config.init_from = str(workdir / "pretrain")
+    chain.append((config, workdir))
+    config, workdir = before, workdir / "pretrain"
+  chain.append((config, workdir))
+  return chain[::-1]
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> Dict:
   """Trains (or resumes) the run in `workdir` and returns its results dict.
 
-  With `config.pretrain.method` set, stage 1 (e.g. a pretext task) first runs
-  in `workdir/pretrain` and the main stage starts from its weights; an
-  explicit `config.init_from` reuses a finished stage 1 instead.
+  A config with `pretrain` set runs its earlier stages first (see `stages`),
+  each resumable in its own workdir.
   """
   start_time = time.time()
-  workdir = pathlib.Path(workdir)
-  stage1 = None
-  if config.pretrain.get("method") and not config.init_from:
-    stage1 = pretrain_config(config)
-    stage1_setup = Setup(stage1)  # both stages are checked before either trains
-    config = config.copy_and_resolve_references()
-    with config.unlocked():
-      config.init_from = str(workdir / "pretrain")
-  # The stages share config.data (pretrain_config forces it): one load serves both.
-  setup = Setup(config, stage1_setup.dataset if stage1 else None)
-  check_workdir(workdir, config)
-  if stage1 is not None:
-    check_workdir(workdir / "pretrain", stage1)
-    logging.info("stage 1: %s in %s", stage1.method, workdir / "pretrain")
-    _run_stage(stage1, workdir / "pretrain", stage1_setup, time.time())
-    logging.info("stage 2: %s from the stage 1 %s", config.method, config.init_scope)
-  return _run_stage(config, workdir, setup, start_time)
+  chain = stages(config, workdir)
+  # Every stage is checked before any trains; they share config.data
+  # (pretrain_config forces it), so one load serves them all.
+  setups = []
+  for stage, stage_dir in chain:
+    setups.append(Setup(stage, setups[0].dataset if setups else None))
+    check_workdir(stage_dir, stage)
+  for i, ((stage, stage_dir), setup) in enumerate(zip(chain, setups)):
+    if len(chain) > 1:
+      logging.info("stage %d/%d: %s in %s%s", i + 1, len(chain), stage.method, stage_dir,
+                   f", from the previous stage's {stage.init_scope}" if i else "")
+    results = _run_stage(stage, stage_dir, setup, start_time if i == len(chain) - 1
+                         else time.time())
+  return results
 
 
 def _run_stage(config, workdir: pathlib.Path, setup: Setup, start_time: float) -> Dict:

@@ -6,13 +6,16 @@ import numpy as np
 from experiments import pseudo_labels, report
 
 
-def test_two_stage_train_time_counts_both_stages_and_preparation(tmp_path):
-  (tmp_path / "pretrain").mkdir()
+def test_train_time_counts_every_stage_and_preparation(tmp_path):
+  (tmp_path / "pretrain" / "pretrain").mkdir(parents=True)
   (tmp_path / "results.json").write_text(json.dumps(
       {"train_seconds": 100.0, "prepare_seconds": 20.0}))
   (tmp_path / "pretrain" / "results.json").write_text(json.dumps(
       {"train_seconds": 200.0, "prepare_seconds": 30.0}))
-  assert report.load_results(tmp_path)["train_seconds_all_stages"] == 350.0
+  (tmp_path / "pretrain" / "pretrain" / "results.json").write_text(json.dumps(
+      {"train_seconds": 400.0}))
+  assert report.load_results(tmp_path)["train_seconds_all_stages"] == 750.0
+  assert report.load_results(tmp_path / "pretrain")["train_seconds_all_stages"] == 630.0
   assert report.load_results(tmp_path / "missing") is None
 
 
@@ -36,3 +39,24 @@ def test_pseudo_label_diagnostic_reads_hidden_labels_outside_training(toy_config
   predicted, _ = load_classifier(tmp_path)(dataset.train_images[split.unlabeled])
   expected = (predicted == dataset.train_labels[split.unlabeled]).mean()
   np.testing.assert_allclose(out["model_accuracy_on_unlabeled"], expected)
+
+
+def test_seed_runner_writes_the_table_skips_finished_seeds_and_reuses_stages(toy_config, tmp_path):
+  from experiments import run_seeds
+  assert run_seeds.parse_seeds("0-2,5") == [0, 1, 2, 5]
+  rows = run_seeds.run(toy_config, [0, 1], tmp_path / "first")
+  assert [r["label_seed"] for r in rows] == [0, 1]
+  table = (tmp_path / "first" / "table.md").read_text()
+  assert "| 0 |" in table and "| 1 |" in table and "2 label seeds" in table
+  assert len((tmp_path / "first" / "table.csv").read_text().strip().splitlines()) == 3
+  # Rerunning skips finished seeds: nothing retrains.
+  log = (tmp_path / "first" / "seed_1" / "log.txt").read_text()
+  again = run_seeds.run(toy_config, [1], tmp_path / "first")
+  assert again[0]["test_accuracy_ema"] == rows[1]["test_accuracy_ema"]
+  assert (tmp_path / "first" / "seed_1" / "log.txt").read_text() == log
+  # `{seed}` in init_from names each draw's own earlier run.
+  toy_config.init_from = str(tmp_path / "first" / "seed_{seed}")
+  run_seeds.run(toy_config, [0, 1], tmp_path / "second")
+  for seed in (0, 1):
+    log = (tmp_path / "second" / f"seed_{seed}" / "log.txt").read_text()
+    assert f"from {tmp_path / 'first' / f'seed_{seed}'}\n" in log

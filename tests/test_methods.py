@@ -166,3 +166,20 @@ def test_entropy_minimisation_worked_example_lowers_unlabeled_entropy(toy_config
   entropies = [m["entropy/unlabeled"] for m in logged if "entropy/unlabeled" in m]
   assert entropies[-1] < entropies[0] - 0.3
   assert results["test_accuracy_ema"] > 0.3
+
+
+def test_default_rounds_chain_as_stages_each_adding_the_encoder():
+  from configs import default as default_config
+  from mnist_ten.errors import ConfigError
+  config = default_config.get_config("rounds=3")
+  rounds = [config, config.pretrain, config.pretrain.pretrain]
+  assert not config.pretrain.pretrain.pretrain.get("method")  # exactly three
+  assert [r.num_steps for r in rounds] == [default_config.LATER_STEPS] * 2 + [
+      default_config.FIRST_STEPS]
+  assert "encoder" not in rounds[2].propagate.features
+  assert all(r.propagate.features.endswith("|encoder(dim=64)") and r.init_scope == "all"
+             for r in rounds[:2])
+  assert not default_config.get_config("rounds=1").pretrain.get("method")
+  for bad in ("rounds=0", "rounds=two", "rounds=9"):
+    with pytest.raises(ConfigError, match="rounds must be 1 to 5"):
+      default_config.get_config(bad)

@@ -190,6 +190,29 @@ def test_two_stage_config_pretrains_then_transfers(toy_config, tmp_path):
   assert again["test_accuracy_ema"] == results["test_accuracy_ema"]
 
 
+def test_stages_chain_each_from_the_one_before(toy_config, tmp_path):
+  stage = toy_config.copy_and_resolve_references()
+  stage.num_steps, stage.checkpoint_every = 2, 2
+  toy_config.pretrain = stage.copy_and_resolve_references()
+  toy_config.pretrain.pretrain = stage.copy_and_resolve_references()
+  toy_config.pretrain.pretrain.num_steps = 3
+  chain = train.stages(toy_config, tmp_path)
+  assert [d for _, d in chain] == [tmp_path / "pretrain" / "pretrain", tmp_path / "pretrain",
+                                   tmp_path]
+  assert [c.init_from for c, _ in chain] == ["", str(tmp_path / "pretrain" / "pretrain"),
+                                             str(tmp_path / "pretrain")]
+  train.train_and_evaluate(toy_config, tmp_path)
+  first = json.loads((tmp_path / "pretrain" / "pretrain" / "results.json").read_text())
+  assert first["steps"] == 3 and first["config"] == "toy/pretrain/pretrain"
+  # Each stage starts from the one before (the weights themselves: see the
+  # two-stage test above).
+  assert f"from {tmp_path / 'pretrain' / 'pretrain'}" in (tmp_path / "pretrain" / "log.txt").read_text()
+  assert f"from {tmp_path / 'pretrain'}\n" in (tmp_path / "log.txt").read_text()
+  # An explicit init_from ends the chain: nothing before it runs.
+  toy_config.pretrain.init_from = str(tmp_path / "pretrain" / "pretrain")
+  assert [d for _, d in train.stages(toy_config, tmp_path)] == [tmp_path / "pretrain", tmp_path]
+
+
 def test_log_means_skip_unmeasured_metrics_but_never_a_nan_loss():
   pending = [{"loss": 1.0, "loss/pretext": float("nan")}, {"loss": 3.0, "loss/pretext": 4.0}]
   assert train._window_means(pending) == {"loss": 2.0, "loss/pretext": 4.0}  # pylint: disable=protected-access
