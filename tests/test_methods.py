@@ -183,3 +183,45 @@ def test_default_rounds_chain_as_stages_each_adding_the_encoder():
   for bad in ("rounds=0", "rounds=two", "rounds=9"):
     with pytest.raises(ConfigError, match="rounds must be 1 to 5"):
       default_config.get_config(bad)
+
+
+def test_propagate_consistency_term_uses_the_networks_confident_weak_view(toy_config):
+  import jax
+  from mnist_ten import input_pipeline, methods
+  from mnist_ten.errors import ConfigError
+  config = toy_config
+  config.method = "propagate"
+  config.augment.strong = "affine(shift=0.05)"
+  config.propagate = dict(features="pixels(dim=8)", k=3, iterations=10, keep=1.0, mu=2,
+                          lambda_u=1.0, agree_with_init=False, consistency=0.5,
+                          threshold=0.9)
+  ctx = methods.Context(num_classes=3, hflip_allowed=False)
+  with pytest.raises(ConfigError, match="augment.weak"):
+    methods.build(config, ctx)
+  config.augment.weak = "affine(shift=0.05)"
+  method = methods.build(config, ctx)
+  assert method.images_per_step == 16 + 2 * 32  # labeled + strong and weak unlabeled views
+  rng = np.random.default_rng(0)
+  labeled = input_pipeline.Batch(jnp.asarray(rng.random((4, 8, 8, 1)), jnp.float32),
+                                 jnp.asarray([0, 1, 2, 0]))
+  pseudo = jnp.asarray([0, 0, 1, 2, 0, 1, 0, 0])
+  unlabeled = input_pipeline.Batch(jnp.asarray(rng.random((8, 8, 8, 1)), jnp.float32),
+                                   None, pseudo_labels=pseudo, pseudo_weights=jnp.ones(8))
+  seen = []
+
+  def forward(params, images, train=True, output="logits"):
+    seen.append(images.shape[0])
+    logits = jnp.zeros((images.shape[0], 3)).at[:, 0].set(params)  # sure of class 0
+    return logits, {}
+  loss, metrics, _ = method.loss(jnp.asarray(10.0), forward=forward, labeled=labeled,
+                                 unlabeled=unlabeled, rng=jax.random.key(0), step=0)
+  assert seen == [4 + 8 + 8]  # one forward pass over all three views
+  assert float(metrics["mask_rate"]) == 1.0
+  # Where sure, the network's guess (0) overrules the graph on 3 of 8 images.
+  np.testing.assert_allclose(float(metrics["consistency/disagrees_with_graph"]), 3 / 8)
+  np.testing.assert_allclose(float(metrics["loss/consistency"]),
+                             float(-jax.nn.log_softmax(jnp.asarray([10.0, 0, 0]))[0]), rtol=1e-5)
+  # Unsure (uniform logits): nothing passes the threshold, the term is zero.
+  _, metrics, _ = method.loss(jnp.asarray(0.0), forward=forward, labeled=labeled,
+                              unlabeled=unlabeled, rng=jax.random.key(0), step=0)
+  assert float(metrics["mask_rate"]) == 0.0 and float(metrics["loss/consistency"]) == 0.0

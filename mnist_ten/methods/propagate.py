@@ -14,6 +14,12 @@ Graph features are a pipeline string of blocks, `propagate.features` (see
 `config.init_from` (its EMA weights), so a second round can propagate over
 what the first round learned; `agree_with_init` keeps only the pseudo-labels
 that run's network agrees with.
+
+`consistency` > 0 adds FixMatch's term on top (off by default): the network's
+own confident prediction on a weakly augmented view (probability >=
+`threshold`, no gradient) is a second target for the strong view, so where
+the network is sure the graph is wrong the two targets compete instead of the
+graph always winning. It costs a forward pass of the weak views.
 """
 import jax
 import jax.numpy as jnp
@@ -35,6 +41,15 @@ class Propagate(Method):
     self.unlabeled_batch_size = config.batch_size * cfg.mu
     self.labeled_augment = ctx.augmenter(config.augment.labeled)
     self.strong = ctx.augmenter(config.augment.strong)
+    self.consistency = float(cfg.get("consistency", 0.0))
+    if self.consistency < 0:
+      raise ConfigError(f"propagate.consistency={self.consistency} must be >= 0")
+    self.weak = None
+    if self.consistency:
+      if not config.augment.get("weak"):
+        raise ConfigError("propagate.consistency > 0 needs config.augment.weak (the view "
+                          "whose confident predictions are the targets)")
+      self.weak = ctx.augmenter(config.augment.weak)
     if not 0.0 < cfg.keep <= 1.0:
       raise ConfigError(f"propagate.keep={cfg.keep} must be in (0, 1]")
     self.uses_encoder = any(name == "encoder" for name, _ in
@@ -66,24 +81,42 @@ class Propagate(Method):
     return data.replace(pseudo_labels=jax.device_put(labels, sharding),
                         pseudo_weights=jax.device_put(mask, sharding))
 
+  @property
+  def images_per_step(self):
+    views = 2 if self.consistency else 1
+    return self.labeled_batch_size + views * self.unlabeled_batch_size
+
   def loss(self, params, *, forward, labeled, unlabeled, rng, step):
     cfg = self.config.propagate
-    k_lab, k_unl = jax.random.split(rng)
-    n_lab = labeled.images.shape[0]
-    images = jnp.concatenate([self.labeled_augment(k_lab, labeled.images),
-                              self.strong(k_unl, unlabeled.images)])
-    logits, batch_stats = forward(params, images)
+    k_lab, k_unl, k_weak = jax.random.split(rng, 3)
+    n_lab, n_unl = labeled.images.shape[0], unlabeled.images.shape[0]
+    views = [self.labeled_augment(k_lab, labeled.images), self.strong(k_unl, unlabeled.images)]
+    if self.consistency:
+      views.append(self.weak(k_weak, unlabeled.images))
+    logits, batch_stats = forward(params, jnp.concatenate(views))
+    logits_strong = logits[n_lab:n_lab + n_unl]
     supervised = losses.cross_entropy(logits[:n_lab], labeled.labels,
                                       label_smoothing=self.config.label_smoothing)
-    per_example = losses.cross_entropy(logits[n_lab:], unlabeled.pseudo_labels,
+    per_example = losses.cross_entropy(logits_strong, unlabeled.pseudo_labels,
                                        label_smoothing=self.config.label_smoothing,
                                        reduction="none")
     unsupervised = jnp.mean(per_example * unlabeled.pseudo_weights)
-    return supervised + cfg.lambda_u * unsupervised, {
+    total = supervised + cfg.lambda_u * unsupervised
+    metrics = {
         "loss/supervised": supervised, "loss/pseudo_labels": unsupervised,
         "train/accuracy": losses.accuracy(logits[:n_lab], labeled.labels),
         # Agreement with the pseudo-labels, not accuracy: the true labels of
         # unlabeled images are never seen here.
-        "train/pseudo_label_agreement": losses.accuracy(logits[n_lab:],
+        "train/pseudo_label_agreement": losses.accuracy(logits_strong,
                                                         unlabeled.pseudo_labels),
-    }, batch_stats
+    }
+    if self.consistency:
+      guess, mask = losses.confident_pseudo_labels(logits[n_lab + n_unl:], cfg.threshold)
+      consistency = jnp.mean(losses.cross_entropy(logits_strong, guess, reduction="none") * mask)
+      total = total + self.consistency * consistency
+      metrics.update({
+          "loss/consistency": consistency, "mask_rate": mask.mean(),
+          # How often the network, where confident, overrules the graph.
+          "consistency/disagrees_with_graph": jnp.sum(
+              mask * (guess != unlabeled.pseudo_labels)) / jnp.maximum(mask.sum(), 1.0)})
+    return total, metrics, batch_stats
