@@ -57,7 +57,8 @@ def run(config, seeds, out) -> List[dict]:
       config_n.seed = seed
       config_n.init_from = config_n.init_from.replace("{seed}", str(seed))
       logging.info("label seed %d -> %s", seed, workdir)
-      done = train.train_and_evaluate(config_n, workdir)
+      train.train_and_evaluate(config_n, workdir)
+      done = report.load_results(workdir)  # with every stage's time counted
     else:
       logging.info("label seed %d: finished earlier, skipped", seed)
     rows.append(done)

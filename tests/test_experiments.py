@@ -46,6 +46,7 @@ def test_seed_runner_writes_the_table_skips_finished_seeds_and_reuses_stages(toy
   assert run_seeds.parse_seeds("0-2,5") == [0, 1, 2, 5]
   rows = run_seeds.run(toy_config, [0, 1], tmp_path / "first")
   assert [r["label_seed"] for r in rows] == [0, 1]
+  assert all(r["train_seconds_all_stages"] >= r["train_seconds"] for r in rows)
   table = (tmp_path / "first" / "table.md").read_text()
   assert "| 0 |" in table and "| 1 |" in table and "2 label seeds" in table
   assert len((tmp_path / "first" / "table.csv").read_text().strip().splitlines()) == 3
