@@ -225,3 +225,42 @@ def test_propagate_consistency_term_uses_the_networks_confident_weak_view(toy_co
   _, metrics, _ = method.loss(jnp.asarray(0.0), forward=forward, labeled=labeled,
                               unlabeled=unlabeled, rng=jax.random.key(0), step=0)
   assert float(metrics["mask_rate"]) == 0.0 and float(metrics["loss/consistency"]) == 0.0
+
+
+def test_pretext_alternate_trains_supervised_on_even_steps_and_pretext_on_odd(toy_config):
+  import jax
+  from mnist_ten import input_pipeline, methods
+  toy_config.method = "pretext_alternate"
+  method = methods.build(toy_config, methods.Context(num_classes=10, hflip_allowed=False,
+                                                     image_shape=(8, 8, 1)))
+  assert method.images_per_step == 2 * toy_config.batch_size  # both batches run every step
+  rng = np.random.default_rng(0)
+  labeled = input_pipeline.Batch(jnp.asarray(rng.random((4, 8, 8, 1)), jnp.float32),
+                                 jnp.asarray([0, 1, 2, 3]))
+  unlabeled = input_pipeline.Batch(jnp.asarray(rng.random((6, 8, 8, 1)), jnp.float32))
+
+  def forward(params, images, train=True, output="logits"):
+    # The main head scores class 0, the pretext head transform 0; each path
+    # reports its own batch statistics.
+    width = 8 if output == "aux" else 10
+    logits = jnp.zeros((images.shape[0], width)).at[:, 0].set(params[output])
+    return logits, {"seen": jnp.asarray(float(output == "aux"))}
+  params = {"logits": jnp.asarray(1.0), "aux": jnp.asarray(2.0)}
+
+  def run(step):
+    return method.loss(params, forward=forward, labeled=labeled, unlabeled=unlabeled,
+                       rng=jax.random.key(0), step=jnp.asarray(step))
+  (loss0, m0, stats0), (loss1, m1, stats1) = run(0), run(1)
+  assert float(stats0["seen"]) == 0.0 and float(stats1["seen"]) == 1.0
+  np.testing.assert_allclose(float(loss0), float(m0["loss/supervised"]))
+  np.testing.assert_allclose(float(loss1), float(m1["loss/pretext"]))
+  assert np.isnan(float(m0["loss/pretext"])) and np.isnan(float(m1["loss/supervised"]))
+  # Only the chosen loss has a gradient: even steps move the main head only.
+  grad0 = jax.grad(lambda p: method.loss(p, forward=forward, labeled=labeled,
+                                         unlabeled=unlabeled, rng=jax.random.key(0),
+                                         step=jnp.asarray(0))[0])(params)
+  grad1 = jax.grad(lambda p: method.loss(p, forward=forward, labeled=labeled,
+                                         unlabeled=unlabeled, rng=jax.random.key(0),
+                                         step=jnp.asarray(1))[0])(params)
+  assert float(grad0["aux"]) == 0.0 and float(grad0["logits"]) != 0.0
+  assert float(grad1["logits"]) == 0.0 and float(grad1["aux"]) != 0.0

@@ -59,8 +59,10 @@ class RotationPretext(Method):
 @METHODS.register("pretext_alternate")
 class AlternatePretext(Supervised):
   """Even steps: supervised on the labeled batch; odd steps: the pretext task
-  on the unlabeled batch. Both batches are drawn every step (sampling is cheap);
-  only the chosen branch runs."""
+  on the unlabeled batch. Each step computes both losses and keeps one (its
+  gradient, batch statistics and metrics; the other's gradient is zero). On
+  XLA:CPU a `lax.cond` holding the network was 5x slower per step than both
+  branches together (1.5 s vs 0.28 s, batch 64 + 64, LeNet, 2 cores)."""
   aux_widths = (NUM_TRANSFORMS,)
 
   def __init__(self, config, ctx):
@@ -68,21 +70,15 @@ class AlternatePretext(Supervised):
     _check_square(ctx)
     self.unlabeled_batch_size = config.batch_size
 
-  @property
-  def images_per_step(self):
-    return self.labeled_batch_size  # one of the two batches goes through the network
-
   def loss(self, params, *, forward, labeled, unlabeled, rng, step):
-    zero = jnp.full((), jnp.nan)  # "not measured on this step": left out of the log means
-
-    def main_step(_):
-      loss, metrics, batch_stats = Supervised.loss(
-          self, params, forward=forward, labeled=labeled, unlabeled=None, rng=rng, step=step)
-      return loss, {**metrics, "loss/pretext": zero, "pretext/accuracy": zero}, batch_stats
-
-    def pretext_step(_):
-      loss, accuracy, batch_stats = pretext_loss(self, params, forward, unlabeled.images, rng)
-      return loss, {"loss/supervised": zero, "train/accuracy": zero,
-                    "loss/pretext": loss, "pretext/accuracy": accuracy}, batch_stats
-
-    return jax.lax.cond(step % 2 == 0, main_step, pretext_step, None)
+    nan = jnp.full((), jnp.nan)  # "not measured on this step": left out of the log means
+    main = step % 2 == 0
+    sup_loss, sup_metrics, sup_stats = Supervised.loss(
+        self, params, forward=forward, labeled=labeled, unlabeled=None, rng=rng, step=step)
+    pre_loss, pre_accuracy, pre_stats = pretext_loss(self, params, forward, unlabeled.images,
+                                                     rng)
+    pick = lambda a, b: jax.tree.map(lambda x, y: jnp.where(main, x, y), a, b)
+    metrics = {name: jnp.where(main, value, nan) for name, value in sup_metrics.items()}
+    metrics.update({"loss/pretext": jnp.where(main, nan, pre_loss),
+                    "pretext/accuracy": jnp.where(main, nan, pre_accuracy)})
+    return jnp.where(main, sup_loss, pre_loss), metrics, pick(sup_stats, pre_stats)
