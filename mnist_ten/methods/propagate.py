@@ -88,11 +88,13 @@ class Propagate(Method):
 
   def loss(self, params, *, forward, labeled, unlabeled, rng, step):
     cfg = self.config.propagate
-    k_lab, k_unl, k_weak = jax.random.split(rng, 3)
+    k_lab, k_unl = jax.random.split(rng)
     n_lab, n_unl = labeled.images.shape[0], unlabeled.images.shape[0]
     views = [self.labeled_augment(k_lab, labeled.images), self.strong(k_unl, unlabeled.images)]
     if self.consistency:
-      views.append(self.weak(k_weak, unlabeled.images))
+      # A key of its own, so that runs without the term draw exactly what
+      # they drew before it existed (the measured tables stay reproducible).
+      views.append(self.weak(jax.random.fold_in(rng, 2), unlabeled.images))
     logits, batch_stats = forward(params, jnp.concatenate(views))
     logits_strong = logits[n_lab:n_lab + n_unl]
     supervised = losses.cross_entropy(logits[:n_lab], labeled.labels,
