@@ -36,6 +36,16 @@ def confident_pseudo_labels(logits, threshold: float):
   return probs.argmax(-1), (probs.max(-1) >= threshold).astype(jnp.float32)
 
 
+def confident_consistency(logits_weak, logits_strong, threshold: float):
+  """FixMatch's unlabeled term: cross-entropy of the strong view against the
+  weak view's confident hard pseudo-labels (no gradient through them),
+  averaged over the whole batch (unconfident examples count as zero).
+  Returns (loss, pseudo-labels, mask)."""
+  pseudo, mask = confident_pseudo_labels(logits_weak, threshold)
+  per_example = cross_entropy(logits_strong, pseudo, reduction="none")
+  return jnp.mean(per_example * mask), pseudo, mask
+
+
 def mixup(key, x, y, alpha: float):
   """Mixes each example with a random partner of the same batch (MixMatch's
   variant: lambda' = max(lambda, 1 - lambda) keeps each mix closer to its own

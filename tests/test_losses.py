@@ -32,6 +32,19 @@ def test_confident_pseudo_labels_mask_and_no_gradient():
   assert float(jnp.abs(grad).sum()) == 0.0
 
 
+def test_confident_consistency_is_masked_cross_entropy_with_no_gradient_to_the_weak_view():
+  weak = jnp.asarray([[5.0, 0.0, 0.0], [0.1, 0.0, 0.2]])
+  strong = jnp.asarray([[1.0, 2.0, 0.0], [0.0, 0.0, 3.0]])
+  loss, pseudo, mask = losses.confident_consistency(weak, strong, 0.95)
+  np.testing.assert_array_equal(pseudo, [0, 2])
+  np.testing.assert_array_equal(mask, [1.0, 0.0])
+  # Only the confident first example counts, averaged over both.
+  expected = -float(jax.nn.log_softmax(strong[0])[0]) / 2
+  np.testing.assert_allclose(float(loss), expected, rtol=1e-6)
+  grad_weak = jax.grad(lambda w: losses.confident_consistency(w, strong, 0.95)[0])(weak)
+  assert float(jnp.abs(grad_weak).sum()) == 0.0
+
+
 def test_mixup_keeps_each_example_dominant():
   x = jnp.eye(8)
   y = jax.nn.one_hot(jnp.arange(8), 8)

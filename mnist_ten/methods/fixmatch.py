@@ -40,10 +40,8 @@ class FixMatch(Method):
     logits_weak, logits_strong = logits[n_lab:n_lab + n_unl], logits[n_lab + n_unl:]
     supervised = losses.cross_entropy(logits_lab, labeled.labels,
                                       label_smoothing=self.config.label_smoothing)
-    pseudo, mask = losses.confident_pseudo_labels(logits_weak, cfg.threshold)
-    per_example = losses.soft_cross_entropy(
-        logits_strong, jax.nn.one_hot(pseudo, logits.shape[-1]))
-    unsupervised = jnp.mean(per_example * mask)
+    unsupervised, _, mask = losses.confident_consistency(logits_weak, logits_strong,
+                                                         cfg.threshold)
     weight = cfg.lambda_u * losses.linear_rampup(step, cfg.rampup_steps)
     return supervised + weight * unsupervised, {
         "loss/supervised": supervised, "loss/unsupervised": unsupervised,

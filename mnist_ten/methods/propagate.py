@@ -113,8 +113,8 @@ class Propagate(Method):
                                                         unlabeled.pseudo_labels),
     }
     if self.consistency:
-      guess, mask = losses.confident_pseudo_labels(logits[n_lab + n_unl:], cfg.threshold)
-      consistency = jnp.mean(losses.cross_entropy(logits_strong, guess, reduction="none") * mask)
+      consistency, guess, mask = losses.confident_consistency(
+          logits[n_lab + n_unl:], logits_strong, cfg.threshold)
       total = total + self.consistency * consistency
       metrics.update({
           "loss/consistency": consistency, "mask_rate": mask.mean(),
