@@ -1,6 +1,9 @@
 """Runs one experiment: python launch.py --config=configs/NAME.py[:preset] [--workdir=DIR].
 
 Overrides: --config.optim.lr=0.01 --config.data.label_seed=3 ...
+Several processes (hosts): --distributed (detected on TPU pods, SLURM, Open
+MPI), or --coordinator_address=HOST:PORT --num_processes=N --process_id=I in
+each, all with the same --workdir on a shared file system.
 Everything happens in mnist_ten.train.train_and_evaluate; this file only
 parses flags and turns user errors into one clear line (exit status 2).
 """
@@ -10,17 +13,25 @@ import re
 import sys
 
 from absl import app
+import jax
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
 from mnist_ten import errors
+from mnist_ten import parallel
 from mnist_ten import train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:preset]).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory; default: a new runs/NAME-TIME. "
                                "An existing workdir of the same config is resumed.")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Join a multi-process run whose "
+                                  "cluster JAX detects (TPU pod slices, SLURM, Open MPI).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0, "
+                                   "for a multi-process run JAX cannot detect.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0 to N-1.")
 flags.mark_flags_as_required(["config"])
 
 
@@ -63,7 +74,17 @@ def main(argv):
     config.get("name")  # a config file that failed to load raises only when used
   except _USER_ERRORS as e:
     _fail(_explain(e))
+  explicit = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  if _DISTRIBUTED.value or any(v is not None for v in explicit):
+    try:
+      parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    except errors.MnistTenError as e:
+      _fail(str(e))
+    except (RuntimeError, ValueError) as e:  # no cluster detected, coordinator unreachable
+      _fail(f"cannot join the multi-process run: {str(e).splitlines()[0]}")
   workdir = _WORKDIR.value
+  if workdir is None and jax.process_count() > 1:
+    _fail("a multi-process run needs --workdir (the same shared folder in every process)")
   if workdir is None:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", config.name or "run")

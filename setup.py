@@ -27,5 +27,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8"],
+        # experiments/benchmark.py's reference step only; training never imports it.
+        "bench": ["torch>=2"],
     },
 )

@@ -37,8 +37,7 @@ def diagnose(workdir: pathlib.Path, threshold: float) -> dict:
   out = {"workdir": str(workdir), "method": config.method,
          "num_unlabeled": int(split.unlabeled.size)}
   if config.method == "propagate":
-    data = input_pipeline.make_train_data(dataset, split, None)
-    data = setup.method.prepare(data, sharding=None)
+    data = setup.method.prepare(input_pipeline.host_train_data(dataset, split))
     pseudo = np.asarray(data.pseudo_labels)
     kept = np.asarray(data.pseudo_weights) > 0
     out["graph_pseudo_label_accuracy"] = float((pseudo == truth).mean())

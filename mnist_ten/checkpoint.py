@@ -8,7 +8,16 @@ import pathlib
 from typing import Any, Optional
 
 import flax.serialization
+import jax
 import orbax.checkpoint as ocp
+
+
+def _restore_args():
+  # Arrays saved on another set of devices (a 2-device run read by a 1-device
+  # one, a GPU checkpoint on a laptop) come back on this process's first
+  # device; callers place them where they need them.
+  return ocp.args.StandardRestore(
+      None, fallback_sharding=jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
 
 
 class Checkpointer:
@@ -32,14 +41,14 @@ class Checkpointer:
     """Restores into the structure (and shardings) of `target`; returns
     (state, extra dict)."""
     step = self.latest_step() if step is None else step
-    raw = self._manager.restore(step, args=ocp.args.StandardRestore(None))
+    raw = self._manager.restore(step, args=_restore_args())
     state = flax.serialization.from_state_dict(target, raw.pop("state"))
     return state, raw
 
   def restore_raw(self, step: Optional[int] = None) -> dict:
     """The latest checkpoint as nested dicts of arrays, whatever made it."""
     step = self.latest_step() if step is None else step
-    return self._manager.restore(step, args=ocp.args.StandardRestore(None))["state"]
+    return self._manager.restore(step, args=_restore_args())["state"]
 
   def wait(self):
     self._manager.wait_until_finished()

@@ -33,24 +33,28 @@ def make_predict(logits_fn: Callable, batch_size: int, sharding, argmax: bool = 
   (or, with argmax=False, the raw outputs of logits_fn).
 
   `logits_fn(variables, float_images)` is evaluated in jit-compiled chunks of
-  `batch_size` (padded at the end) sharded over the mesh.
+  `batch_size` (the last one padded) sharded over the mesh; the outputs are
+  gathered to every process.
   """
+  gathered = (None if sharding is None else
+              jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec()))
 
   @jax.jit
   def chunk_predict(variables, images):
-    images = jax.lax.with_sharding_constraint(images, sharding)
+    # Padded inside the step: with several processes, no array may mix the
+    # mesh's devices with one process's own.
+    images = jnp.pad(images, [(0, batch_size - images.shape[0])] + [(0, 0)] * (images.ndim - 1))
+    if sharding is not None:
+      images = jax.lax.with_sharding_constraint(images, sharding)
     out = logits_fn(variables, images.astype(jnp.float32) / 255.0)
-    return jnp.argmax(out, -1) if argmax else out
+    out = jnp.argmax(out, -1) if argmax else out
+    return out if gathered is None else jax.lax.with_sharding_constraint(out, gathered)
 
   def predict(variables, images):
     n = images.shape[0]
-    padded = -(-n // batch_size) * batch_size
-    if padded != n:
-      images = jnp.concatenate(
-          [images, jnp.zeros((padded - n,) + images.shape[1:], images.dtype)])
-    out = [chunk_predict(variables, images[i:i + batch_size])
-           for i in range(0, padded, batch_size)]
-    return np.asarray(jnp.concatenate(out))[:n]
+    out = [np.asarray(chunk_predict(variables, images[i:i + batch_size]))
+           for i in range(0, n, batch_size)]
+    return np.concatenate(out)[:n]
   return predict
 
 
@@ -71,7 +75,10 @@ def make_knn_predict(features_fn: Callable, labeled_images, labeled_labels, num_
       batch_size, sharding)
 
   def predict(variables, images):
-    labeled = jnp.asarray(features_predict(variables, labeled_images))
+    labeled = features_predict(variables, labeled_images)
+    if sharding is not None:  # on the mesh like the variables it goes with
+      labeled = jax.device_put(labeled, jax.sharding.NamedSharding(
+          sharding.mesh, jax.sharding.PartitionSpec()))
     return nearest_predict((variables, labeled), images)
   return predict
 

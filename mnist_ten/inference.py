@@ -78,7 +78,9 @@ def load_classifier(workdir, *, use_ema: bool = True) -> Classifier:
   variables = {"params": raw["ema_params" if use_ema else "params"]}
   if raw.get("batch_stats"):
     variables["batch_stats"] = raw["batch_stats"]
-  variables = jax.device_put(variables)
+  # Through numpy: a checkpoint of a multi-device run comes back spread over
+  # that run's devices; this classifier runs on this process's own device.
+  variables = jax.device_put(jax.tree.map(np.asarray, variables))
   return Classifier(
       lambda images: jax.nn.softmax(model.apply(variables, images, train=False)),
       image_shape, num_classes,

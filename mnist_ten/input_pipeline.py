@@ -1,17 +1,23 @@
 """Training data kept on the accelerator and sampled inside the jit-compiled step.
 
+The labeled examples are copied to every device; the unlabeled images (and
+any pseudo-labels) are split over the mesh's devices, so with several hosts
+each process holds only its share. A step's gather from them is one XLA
+collective, and draws the same batch whatever the number of devices.
+
 `TrainData` holds the labeled images with their labels and the unlabeled
 images *without* labels: the unlabeled set's labels never reach the trainer,
 because this is the only object it receives. Test and validation sets, which
 have labels, go to the evaluator alone (`EvalSet`).
 """
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mnist_ten import parallel
 from mnist_ten.datasets import Dataset
 from mnist_ten.splits import Split
 
@@ -26,6 +32,9 @@ class TrainData:
   # are computed from images and the labeled examples only.
   pseudo_labels: jax.Array = None   # int32 [U]
   pseudo_weights: jax.Array = None  # float32 [U]
+  # The true U: on a mesh the arrays above are padded to a multiple of the
+  # device count, and the padding rows are never drawn.
+  num_unlabeled: Optional[int] = flax.struct.field(pytree_node=False, default=None)
 
 
 class EvalSet(NamedTuple):
@@ -41,19 +50,45 @@ class Batch(NamedTuple):
   pseudo_weights: jax.Array = None
 
 
-def make_train_data(dataset: Dataset, split: Split, sharding) -> TrainData:
-  return jax.device_put(TrainData(
+def host_train_data(dataset: Dataset, split: Split) -> TrainData:
+  """The trainer's data as numpy arrays on the host: what a method's
+  `prepare` sees (every process has all of it)."""
+  return TrainData(
       labeled_images=dataset.train_images[split.labeled],
       labeled_labels=dataset.train_labels[split.labeled].astype(np.int32),
-      unlabeled_images=dataset.train_images[split.unlabeled]), sharding)
+      unlabeled_images=dataset.train_images[split.unlabeled])
 
 
-def make_eval_sets(dataset: Dataset, split: Split, sharding):
-  sets = [EvalSet("test", jax.device_put(dataset.test_images, sharding),
+def to_device(data: TrainData, mesh) -> TrainData:
+  """Host `TrainData` -> on the mesh: labeled examples replicated, unlabeled
+  images and pseudo-labels split over the devices (padded to a multiple of
+  their number). With mesh=None, plain arrays on the default device."""
+  n = data.unlabeled_images.shape[0]
+  multiple = mesh.size if mesh is not None else 1
+
+  def split_over_devices(array):
+    if array is None:
+      return None
+    return parallel.put_sharded(parallel.pad_to_multiple(np.asarray(array), multiple), mesh)
+  return TrainData(
+      labeled_images=parallel.put_replicated(np.asarray(data.labeled_images), mesh),
+      labeled_labels=parallel.put_replicated(np.asarray(data.labeled_labels), mesh),
+      unlabeled_images=split_over_devices(data.unlabeled_images),
+      pseudo_labels=split_over_devices(data.pseudo_labels),
+      pseudo_weights=split_over_devices(data.pseudo_weights),
+      num_unlabeled=n)
+
+
+def make_train_data(dataset: Dataset, split: Split, mesh=None) -> TrainData:
+  return to_device(host_train_data(dataset, split), mesh)
+
+
+def make_eval_sets(dataset: Dataset, split: Split, mesh):
+  sets = [EvalSet("test", parallel.put_replicated(dataset.test_images, mesh),
                   dataset.test_labels)]
   if split.validation.size:
-    sets.append(EvalSet("val", jax.device_put(dataset.train_images[split.validation],
-                                              sharding),
+    sets.append(EvalSet("val", parallel.put_replicated(
+        dataset.train_images[split.validation], mesh),
                         dataset.train_labels[split.validation]))
   return sets
 
@@ -79,7 +114,8 @@ def sample(data: TrainData, rng, *, labeled_size: int, unlabeled_size: int, shar
                   _gather(data.labeled_labels, idx, sharding))
   unlabeled = None
   if unlabeled_size:
-    idx = jax.random.randint(k_unl, (unlabeled_size,), 0, data.unlabeled_images.shape[0])
+    size = data.num_unlabeled or data.unlabeled_images.shape[0]
+    idx = jax.random.randint(k_unl, (unlabeled_size,), 0, size)
     images = _take(data.unlabeled_images, idx, sharding)
     if data.pseudo_labels is None:
       unlabeled = Batch(images)

@@ -113,14 +113,20 @@ def make_train_step(model, method, tx, schedule, config, mesh):
 
 def init_state(model, tx, config, image_shape, mesh) -> TrainState:
   rng = jax.random.PRNGKey(config.seed)
-  variables = jax.jit(lambda: model.init(
-      jax.random.fold_in(rng, -1 % 2**31), jnp.zeros((2,) + tuple(image_shape))))()
-  params = variables["params"]
-  state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                     batch_stats=variables.get("batch_stats", {}),
-                     opt_state=tx.init(params), ema_params=jax.tree.map(jnp.copy, params),
-                     rng=rng)
-  return jax.device_put(state, parallel.replicated(mesh))
+
+  def make():
+    variables = model.init(jax.random.fold_in(rng, -1 % 2**31),
+                           jnp.zeros((2,) + tuple(image_shape)))
+    params = variables["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get("batch_stats", {}),
+                      opt_state=tx.init(params), ema_params=params, rng=rng)
+  # Made on the mesh directly: with several processes each one creates its
+  # own devices' copies of the same values.
+  state = jax.jit(make, out_shardings=parallel.replicated(mesh))()
+  # A buffer of its own: the step donates its state, and one buffer cannot be
+  # donated twice.
+  return state.replace(ema_params=jax.tree.map(jnp.copy, state.params))
 
 
 def load_init_from(state: TrainState, config) -> TrainState:
@@ -153,8 +159,10 @@ def load_init_from(state: TrainState, config) -> TrainState:
   if mismatched:
     raise WorkdirError(f"init_from={str(source)!r}: parameter shapes differ at "
                        f"{mismatched[:3]}")
-  params = jax.device_put(params, jax.tree.map(lambda x: x.sharding, state.params))
-  stats = jax.device_put(stats, jax.tree.map(lambda x: x.sharding, state.batch_stats))
+  params = jax.device_put(jax.tree.map(np.asarray, params),
+                          jax.tree.map(lambda x: x.sharding, state.params))
+  stats = jax.device_put(jax.tree.map(np.asarray, stats),
+                         jax.tree.map(lambda x: x.sharding, state.batch_stats))
   # Separate buffers: the step donates its state, and one buffer cannot be donated twice.
   return state.replace(params=params, ema_params=jax.tree.map(jnp.copy, params),
                        batch_stats=stats)
@@ -355,17 +363,17 @@ def _run_stage(config, workdir: pathlib.Path, setup: Setup, start_time: float) -
 def _train(config, workdir, setup, is_main, start_time) -> Dict:
   dataset, split, mesh, model, method = (setup.dataset, setup.split, setup.mesh,
                                          setup.model, setup.method)
-  replicated = parallel.replicated(mesh)
   tx, schedule = optim.make(config.optim, config.num_steps,
                             frozen_encoder=config.freeze_encoder)
   state = init_state(model, tx, config, dataset.image_shape, mesh)
-  ckpt = checkpoint.Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints,
-                                 read_only=not is_main)
+  # Every process takes part in saving (Orbax coordinates them: process 0
+  # writes the metadata, one copy of each replicated array is written).
+  ckpt = checkpoint.Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
   # Times accumulate over sittings: a resumed run reports its whole cost.
   train_seconds, earlier_wall_seconds = 0.0, 0.0
   if ckpt.latest_step() is not None:
     state, extra = ckpt.restore(state)
-    state = jax.device_put(state, replicated)
+    state = parallel.put_replicated(state, mesh)
     train_seconds = float(extra.get("train_seconds", 0.0))
     earlier_wall_seconds = float(extra.get("wall_seconds", 0.0))
     logging.info("resumed from step %d of %s", int(state.step), workdir / "checkpoints")
@@ -373,15 +381,15 @@ def _train(config, workdir, setup, is_main, start_time) -> Dict:
     state = load_init_from(state, config)
     logging.info("initialised %s from %s", config.init_scope, config.init_from)
 
-  data = input_pipeline.make_train_data(dataset, split, replicated)
   t = time.time()
-  data = method.prepare(data, sharding=replicated)
+  data = method.prepare(input_pipeline.host_train_data(dataset, split))
   prepare_seconds = time.time() - t
   if data.pseudo_labels is not None:
     logging.info("prepared pseudo-labels for %d unlabeled images in %s (%.0f%% weighted)",
                  data.pseudo_labels.shape[0], _format_seconds(prepare_seconds),
-                 100 * float(jnp.mean(data.pseudo_weights > 0)))
-  eval_sets = input_pipeline.make_eval_sets(dataset, split, replicated)
+                 100 * float(np.mean(data.pseudo_weights > 0)))
+  data = input_pipeline.to_device(data, mesh)
+  eval_sets = input_pipeline.make_eval_sets(dataset, split, mesh)
   if config.eval_with == "head":
     predict = evaluate.make_predict(lambda v, x: model.apply(v, x, train=False),
                                     config.eval_batch_size, parallel.batch_sharded(mesh))

@@ -42,6 +42,10 @@ def test_quick_preset_runs_end_to_end(name, tmp_path, mnist_data_overrides):
     (["--config=configs/supervised.py", "--config.optim.name=lion"], "unknown optimizer 'lion'"),
     (["--config=configs/supervised.py", "--config.data.labels_per_class=7000"],
      "class 0 has only 5923"),
+    (["--config=configs/supervised.py", "--num_processes=2", "--process_id=0"],
+     "needs all of coordinator_address, num_processes and process_id"),
+    (["--config=configs/supervised.py", "--coordinator_address=localhost:1",
+      "--num_processes=2", "--process_id=2"], "process_id=2 must be in [0, num_processes=2)"),
 ])
 def test_bad_input_gives_one_clear_line(args, message, tmp_path, mnist_data_overrides):
   overrides = [f"--config.data.{k}={v}" for k, v in mnist_data_overrides.items()]

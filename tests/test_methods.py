@@ -114,10 +114,10 @@ def test_propagate_prepares_pseudo_labels_from_images_and_labeled_examples(toy_c
                           lambda_u=1.0, agree_with_init=False)
   dataset = datasets.load(config.data)
   split = splits.make_split(dataset.train_labels, 10, labels_per_class=1, label_seed=0)
-  data = input_pipeline.make_train_data(dataset, split, None)
+  data = input_pipeline.host_train_data(dataset, split)
   method = methods.build(config, methods.Context(num_classes=10, hflip_allowed=False,
                                                  image_shape=dataset.image_shape))
-  prepared = method.prepare(data, sharding=None)
+  prepared = method.prepare(data)
   truth = dataset.train_labels[split.unlabeled]
   pseudo = np.asarray(prepared.pseudo_labels)
   assert (pseudo == truth).mean() > 0.9
@@ -125,10 +125,11 @@ def test_propagate_prepares_pseudo_labels_from_images_and_labeled_examples(toy_c
   assert set(np.unique(weights)) == {0.0, 1.0} and abs(weights.mean() - 0.5) < 0.05
   # Same images and labeled examples, different (scrambled) hidden labels:
   # the pseudo-labels cannot change, they never see them.
-  again = method.prepare(input_pipeline.make_train_data(dataset, split, None), sharding=None)
+  again = method.prepare(input_pipeline.host_train_data(dataset, split))
   np.testing.assert_array_equal(np.asarray(again.pseudo_labels), pseudo)
 
-  labeled, unlabeled = input_pipeline.sample(prepared, jax.random.key(0), labeled_size=4,
+  labeled, unlabeled = input_pipeline.sample(input_pipeline.to_device(prepared, None),
+                                             jax.random.key(0), labeled_size=4,
                                              unlabeled_size=8, sharding=shard)
   np.testing.assert_array_equal(unlabeled.pseudo_labels.shape, (8,))
 

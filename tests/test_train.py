@@ -8,7 +8,6 @@ import pytest
 from mnist_ten import checkpoint
 from mnist_ten import input_pipeline
 from mnist_ten import optim
-from mnist_ten import parallel
 from mnist_ten import train
 from mnist_ten.errors import TrainingError, WorkdirError
 
@@ -17,8 +16,7 @@ def _build(config):
   setup = train.Setup(config)
   tx, schedule = optim.make(config.optim, config.num_steps)
   state = train.init_state(setup.model, tx, config, setup.dataset.image_shape, setup.mesh)
-  data = input_pipeline.make_train_data(setup.dataset, setup.split,
-                                        parallel.replicated(setup.mesh))
+  data = input_pipeline.make_train_data(setup.dataset, setup.split, setup.mesh)
   step = train.make_train_step(setup.model, setup.method, tx, schedule, config, setup.mesh)
   return state, data, step
 

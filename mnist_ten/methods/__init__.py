@@ -52,10 +52,12 @@ class Method:
     """Images that pass through the network per step (for images/s)."""
     return self.labeled_batch_size + self.unlabeled_batch_size
 
-  def prepare(self, data, *, sharding):
+  def prepare(self, data):
     """Called once before training (and again on resume; it must be
-    deterministic): may return `data` with `pseudo_labels`/`pseudo_weights`
-    computed from the images and the labeled examples."""
+    deterministic) with the host's `TrainData` (numpy arrays, all of them in
+    every process): may return it with numpy `pseudo_labels`/`pseudo_weights`
+    computed from the images and the labeled examples. The trainer then
+    places everything on the devices."""
     return data
 
   def loss(self, params, *, forward, labeled, unlabeled, rng, step):

@@ -58,7 +58,7 @@ class Propagate(Method):
       raise ConfigError("propagate.features holds 'encoder' or propagate.agree_with_init "
                         "is set, but config.init_from is empty: both use the run it names")
 
-  def prepare(self, data, *, sharding):
+  def prepare(self, data):
     cfg = self.config.propagate
     labeled = np.asarray(data.labeled_images)
     images = np.concatenate([labeled, np.asarray(data.unlabeled_images)])
@@ -78,8 +78,8 @@ class Propagate(Method):
       # disagree the pseudo-label is dropped.
       predicted, _ = classifier(np.asarray(data.unlabeled_images))
       mask = mask * (predicted == labels)
-    return data.replace(pseudo_labels=jax.device_put(labels, sharding),
-                        pseudo_weights=jax.device_put(mask, sharding))
+    return data.replace(pseudo_labels=np.asarray(labels, np.int32),
+                        pseudo_weights=np.asarray(mask, np.float32))
 
   @property
   def images_per_step(self):

@@ -1,0 +1,224 @@
+"""Speed benchmark: JAX train steps against the same step in plain PyTorch.
+
+    python experiments/benchmark.py [--models=lenet,resnet] [--shapes=supervised,fixmatch]
+        [--repeats=20] [--no_torch] [--out=experiments/results/benchmark/cpu.json]
+
+For each model and batch shape it times, in one process:
+  jax_compute   forward + backward + SGD (Nesterov) update of the network on a
+                fixed batch: the work PyTorch does below, nothing else
+  jax_step      the trainer's whole step for that method (on-device sampling,
+                augmentation, forward, backward, update, EMA) on MNIST
+  torch_compute the jax_compute step written in PyTorch (same architecture,
+                batch, loss and optimizer), when torch is installed
+Compile time (first call), the median of `repeats` timed calls in ms and
+images/s (every image that goes through the network) are printed and saved
+as JSON with the JAX/PyTorch ratio. torch is a benchmark-only extra
+(`pip install -e ".[bench]"`), never needed to train.
+
+Shapes: supervised = 64 labeled images; fixmatch = 64 labeled + 2 x 448
+unlabeled views (mu = 7), the shape USB times at 0.79 s per step on 2 cores.
+"""
+import json
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from configs import fixmatch as fixmatch_config  # pylint: disable=g-import-not-at-top
+from configs import supervised as supervised_config  # pylint: disable=g-import-not-at-top
+from mnist_ten import config as config_lib  # pylint: disable=g-import-not-at-top
+from mnist_ten import input_pipeline  # pylint: disable=g-import-not-at-top
+from mnist_ten import losses  # pylint: disable=g-import-not-at-top
+from mnist_ten import models  # pylint: disable=g-import-not-at-top
+from mnist_ten import optim  # pylint: disable=g-import-not-at-top
+from mnist_ten import train  # pylint: disable=g-import-not-at-top
+
+_MODELS = flags.DEFINE_list("models", ["lenet", "resnet"], "Models to time.")
+_SHAPES = flags.DEFINE_list("shapes", ["supervised", "fixmatch"], "Batch shapes to time.")
+_REPEATS = flags.DEFINE_integer("repeats", 20, "Timed calls per measurement (median kept).")
+_NO_TORCH = flags.DEFINE_bool("no_torch", False, "Skip the PyTorch reference.")
+_NO_FULL_STEP = flags.DEFINE_bool("no_full_step", False, "Skip the trainer's whole step "
+                                  "(needs the dataset).")
+_OUT = flags.DEFINE_string("out", "experiments/results/benchmark/cpu.json", "JSON output.")
+
+SHAPES = {"supervised": (64, 0), "fixmatch": (64, 2 * 7 * 64)}  # (labeled, unlabeled views)
+LR, MOMENTUM = 0.03, 0.9
+
+
+def _time(fn, repeats):
+  """(seconds of the first call, median seconds of the next `repeats`, all)."""
+  t = time.perf_counter()
+  fn()
+  first = time.perf_counter() - t
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t)
+  return first, statistics.median(times), times
+
+
+def _record(framework, kind, model, shape, images, first, median, times):
+  r = {"framework": framework, "kind": kind, "model": model, "shape": shape,
+       "images_per_step": images, "first_call_s": round(first, 3),
+       "ms_per_step": round(1e3 * median, 2), "images_per_s": round(images / median, 1),
+       "ms_all": [round(1e3 * t, 2) for t in times]}
+  print(f"{framework:6s} {kind:8s} {model:7s} {shape:10s} {images:5d} img/step  "
+        f"first call {first:6.2f} s  {1e3 * median:8.1f} ms/step  {images / median:8.0f} img/s",
+        flush=True)
+  return r
+
+
+def jax_compute(model_name, num_images, repeats):
+  """Forward + backward + Nesterov SGD on one fixed batch, jit-compiled, state donated."""
+  model = models.build(config_lib.model_config(model_name), 10)
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.random((num_images, 28, 28, 1), np.float32))
+  y = jnp.asarray(rng.integers(0, 10, num_images))
+  variables = model.init(jax.random.key(0), x[:2])
+  tx = optax.sgd(LR, momentum=MOMENTUM, nesterov=True)
+  state = (variables["params"], variables.get("batch_stats", {}),
+           tx.init(variables["params"]))
+
+  def step(state, x, y):
+    params, stats, opt_state = state
+
+    def loss_fn(p):
+      logits, updates = model.apply({"params": p, "batch_stats": stats}, x, train=True,
+                                    mutable=["batch_stats"])
+      return losses.cross_entropy(logits, y), updates["batch_stats"]
+    (_, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), stats, opt_state
+
+  step = jax.jit(step, donate_argnums=0)
+  box = [state]
+
+  def call():
+    box[0] = step(box[0], x, y)
+    jax.block_until_ready(box[0])
+  return _time(call, repeats)
+
+
+def jax_full_step(model_name, shape, repeats):
+  """The trainer's own step for the method of this shape, on MNIST."""
+  arg = f"model={model_name}"
+  config = (supervised_config if shape == "supervised" else fixmatch_config).get_config(arg)
+  setup = train.Setup(config)
+  tx, schedule = optim.make(config.optim, config.num_steps)
+  state = train.init_state(setup.model, tx, config, setup.dataset.image_shape, setup.mesh)
+  data = input_pipeline.make_train_data(setup.dataset, setup.split, setup.mesh)
+  step = train.make_train_step(setup.model, setup.method, tx, schedule, config, setup.mesh)
+  box = [state]
+
+  def call():
+    box[0], metrics = step(box[0], data)
+    jax.block_until_ready((box[0], metrics))
+  first, median, times = _time(call, repeats)
+  return first, median, times, setup.method.images_per_step
+
+
+def torch_compute(model_name, num_images, repeats):
+  import torch  # pylint: disable=g-import-not-at-top
+  from torch import nn  # pylint: disable=g-import-not-at-top
+
+  def lenet():
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 5, padding=2, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 5, padding=2, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10))
+
+  class Block(nn.Module):
+    def __init__(self, cin, cout, stride):
+      super().__init__()
+      self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+      self.bn1 = nn.BatchNorm2d(cout)
+      self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+      self.bn2 = nn.BatchNorm2d(cout)
+      self.shortcut = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                     nn.BatchNorm2d(cout))
+                       if cin != cout or stride != 1 else nn.Identity())
+
+    def forward(self, x):
+      y = torch.relu(self.bn1(self.conv1(x)))
+      return torch.relu(self.shortcut(x) + self.bn2(self.conv2(y)))
+
+  def resnet(widths=(16, 32, 64)):
+    layers = [nn.Conv2d(1, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]),
+              nn.ReLU()]
+    cin = widths[0]
+    for i, w in enumerate(widths):
+      layers.append(Block(cin, w, 2 if i else 1))
+      cin = w
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, 10)]
+    return nn.Sequential(*layers)
+
+  torch.manual_seed(0)
+  net = {"lenet": lenet, "resnet": resnet}[model_name]()
+  opt = torch.optim.SGD(net.parameters(), lr=LR, momentum=MOMENTUM, nesterov=True)
+  rng = np.random.default_rng(0)
+  x = torch.from_numpy(rng.random((num_images, 1, 28, 28), np.float32))
+  y = torch.from_numpy(rng.integers(0, 10, num_images))
+  net.train()
+
+  def call():
+    opt.zero_grad(set_to_none=True)
+    nn.functional.cross_entropy(net(x), y).backward()
+    opt.step()
+  return _time(call, repeats), torch.__version__, torch.get_num_threads()
+
+
+def main(argv):
+  del argv
+  out = {"machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                     "jax": jax.__version__, "backend": jax.default_backend(),
+                     "devices": [str(d) for d in jax.devices()]},
+         "repeats": _REPEATS.value, "records": [], "ratios": []}
+  torch_ok = not _NO_TORCH.value
+  if torch_ok:
+    try:
+      import torch  # pylint: disable=g-import-not-at-top,unused-import
+    except ImportError:
+      print("torch is not installed (pip install -e '.[bench]'): no PyTorch reference")
+      torch_ok = False
+  for model_name in _MODELS.value:
+    for shape in _SHAPES.value:
+      n_lab, n_unl = SHAPES[shape]
+      images = n_lab + n_unl
+      jax_r = _record("jax", "compute", model_name, shape, images,
+                      *jax_compute(model_name, images, _REPEATS.value))
+      out["records"].append(jax_r)
+      if not _NO_FULL_STEP.value:
+        first, median, times, step_images = jax_full_step(model_name, shape, _REPEATS.value)
+        out["records"].append(_record("jax", "step", model_name, shape, step_images,
+                                      first, median, times))
+      if torch_ok:
+        (first, median, times), version, threads = torch_compute(
+            model_name, images, _REPEATS.value)
+        out["machine"].update(torch=version, torch_threads=threads)
+        torch_r = _record("torch", "compute", model_name, shape, images, first, median, times)
+        out["records"].append(torch_r)
+        ratio = jax_r["ms_per_step"] / torch_r["ms_per_step"]
+        out["ratios"].append({"model": model_name, "shape": shape,
+                              "jax_over_torch": round(ratio, 3)})
+        print(f"  JAX / PyTorch step time, {model_name} {shape}: {ratio:.2f}", flush=True)
+  path = pathlib.Path(_OUT.value)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(out, indent=1))
+  print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+  app.run(main)
