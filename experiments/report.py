@@ -22,6 +22,7 @@ def load_results(workdir) -> Optional[dict]:
     stage = stage / "pretrain"
   results["train_seconds_all_stages"] = sum(
       r["train_seconds"] + r.get("prepare_seconds", 0.0) for r in stages)
+  results["steps_all_stages"] = [r.get("steps", 0) for r in reversed(stages)]  # first stage first
   return results
 
 
@@ -36,7 +37,9 @@ def summary(rows: List[dict]) -> dict:
           "min": acc.min(), "max": acc.max(),
           "train_min": np.mean([_train_seconds(r) for r in rows]) / 60,
           "wall_min": np.mean([r["wall_seconds"] for r in rows]) / 60,
-          "images_per_second": np.mean([r["images_per_second"] for r in rows])}
+          "images_per_second": np.mean([r["images_per_second"] for r in rows]),
+          # e.g. "1200+800": the steps of each stage, first stage first.
+          "steps": "+".join(map(str, rows[0].get("steps_all_stages", [rows[0]["steps"]])))}
 
 
 def seed_table(rows: List[dict]):
@@ -62,11 +65,12 @@ def seed_table(rows: List[dict]):
 
 def summary_table(groups: List[List[dict]]) -> str:
   """One markdown row per config: mean ± std, min, max over its seeds."""
-  md = ["| config | dataset | seeds | mean ± std (%) | min | max | train min/run | "
-        "wall min/run | images/s |", "|---|---|---|---|---|---|---|---|---|"]
+  md = ["| config | dataset | steps | seeds | mean ± std (%) | min | max | train min/run | "
+        "wall min/run | images/s |", "|---|---|---|---|---|---|---|---|---|---|"]
   for rows in groups:
     s = summary(rows)
-    md.append(f"| {s['config']} | {s['dataset']} | {s['runs']} | {s['mean']:.2f} ± "
+    md.append(f"| {s['config']} | {s['dataset']} | {s['steps']} | {s['runs']} | "
+              f"{s['mean']:.2f} ± "
               f"{s['std']:.2f} | {s['min']:.2f} | {s['max']:.2f} | {s['train_min']:.1f} | "
               f"{s['wall_min']:.1f} | {s['images_per_second']:.0f} |")
   return "\n".join(md) + "\n"

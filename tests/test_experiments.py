@@ -6,15 +6,17 @@ import numpy as np
 from experiments import pseudo_labels, report
 
 
-def test_train_time_counts_every_stage_and_preparation(tmp_path):
+def test_train_time_and_steps_count_every_stage_and_preparation(tmp_path):
   (tmp_path / "pretrain" / "pretrain").mkdir(parents=True)
   (tmp_path / "results.json").write_text(json.dumps(
-      {"train_seconds": 100.0, "prepare_seconds": 20.0}))
+      {"train_seconds": 100.0, "prepare_seconds": 20.0, "steps": 3}))
   (tmp_path / "pretrain" / "results.json").write_text(json.dumps(
-      {"train_seconds": 200.0, "prepare_seconds": 30.0}))
+      {"train_seconds": 200.0, "prepare_seconds": 30.0, "steps": 2}))
   (tmp_path / "pretrain" / "pretrain" / "results.json").write_text(json.dumps(
-      {"train_seconds": 400.0}))
-  assert report.load_results(tmp_path)["train_seconds_all_stages"] == 750.0
+      {"train_seconds": 400.0, "steps": 1}))
+  full = report.load_results(tmp_path)
+  assert full["train_seconds_all_stages"] == 750.0
+  assert full["steps_all_stages"] == [1, 2, 3]  # first stage first
   assert report.load_results(tmp_path / "pretrain")["train_seconds_all_stages"] == 630.0
   assert report.load_results(tmp_path / "missing") is None
 
