@@ -338,7 +338,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> Dict:
 
 def _run_stage(config, workdir: pathlib.Path, setup: Setup, start_time: float) -> Dict:
   """One checked stage: writes its config and split, trains or evaluates."""
-  is_main = jax.process_index() == 0
+  is_main = parallel.is_main()
   dataset, split, method = setup.dataset, setup.split, setup.method
   if is_main:
     workdir.mkdir(parents=True, exist_ok=True)
