@@ -59,5 +59,5 @@ def test_train_data_holds_no_unlabeled_labels():
   # images and the labeled examples; the data as built holds none.
   fields = set(input_pipeline.TrainData.__dataclass_fields__)
   assert fields == {"labeled_images", "labeled_labels", "unlabeled_images",
-                    "pseudo_labels", "pseudo_weights"}
+                    "pseudo_labels", "pseudo_weights", "num_unlabeled"}
   assert input_pipeline.TrainData.__dataclass_fields__["pseudo_labels"].default is None
