@@ -231,22 +231,23 @@ def time_to_accuracy(config_arg, target, eval_every, label_seed):
   return record
 
 
+def _write(out):
+  path = pathlib.Path(_OUT.value)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(out, indent=1))
+  print(f"wrote {path}")
+
+
 def main(argv):
   del argv
+  machine = {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+             "jax": jax.__version__, "backend": jax.default_backend(),
+             "devices": [str(d) for d in jax.devices()]}
   if _TTA.value:
-    record = time_to_accuracy(_TTA.value, _TARGET.value, _EVAL_EVERY.value, _LABEL_SEED.value)
-    out = {"machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                       "jax": jax.__version__, "backend": jax.default_backend()},
-           "time_to_accuracy": record}
-    path = pathlib.Path(_OUT.value)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1))
-    print(f"wrote {path}")
+    _write({"machine": machine, "time_to_accuracy": time_to_accuracy(
+        _TTA.value, _TARGET.value, _EVAL_EVERY.value, _LABEL_SEED.value)})
     return
-  out = {"machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                     "jax": jax.__version__, "backend": jax.default_backend(),
-                     "devices": [str(d) for d in jax.devices()]},
-         "repeats": _REPEATS.value, "records": [], "ratios": []}
+  out = {"machine": machine, "repeats": _REPEATS.value, "records": [], "ratios": []}
   torch_ok = not _NO_TORCH.value
   if torch_ok:
     try:
@@ -275,10 +276,7 @@ def main(argv):
         out["ratios"].append({"model": model_name, "shape": shape,
                               "jax_over_torch": round(ratio, 3)})
         print(f"  JAX / PyTorch step time, {model_name} {shape}: {ratio:.2f}", flush=True)
-  path = pathlib.Path(_OUT.value)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps(out, indent=1))
-  print(f"wrote {path}")
+  _write(out)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mnist_ten import parallel
 from mnist_ten.methods import knn
 
 
@@ -36,8 +37,7 @@ def make_predict(logits_fn: Callable, batch_size: int, sharding, argmax: bool = 
   `batch_size` (the last one padded) sharded over the mesh; the outputs are
   gathered to every process.
   """
-  gathered = (None if sharding is None else
-              jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec()))
+  gathered = None if sharding is None else parallel.replicated(sharding.mesh)
 
   @jax.jit
   def chunk_predict(variables, images):
@@ -75,10 +75,9 @@ def make_knn_predict(features_fn: Callable, labeled_images, labeled_labels, num_
       batch_size, sharding)
 
   def predict(variables, images):
-    labeled = features_predict(variables, labeled_images)
-    if sharding is not None:  # on the mesh like the variables it goes with
-      labeled = jax.device_put(labeled, jax.sharding.NamedSharding(
-          sharding.mesh, jax.sharding.PartitionSpec()))
+    # On the mesh, like the variables it goes with.
+    labeled = parallel.put_replicated(features_predict(variables, labeled_images),
+                                      sharding.mesh if sharding is not None else None)
     return nearest_predict((variables, labeled), images)
   return predict
 
