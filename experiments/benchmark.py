@@ -201,10 +201,11 @@ def time_to_accuracy(config_arg, target, eval_every, label_seed):
   path, _, preset = config_arg.partition(":")
   module = importlib.import_module("configs." + pathlib.Path(path).stem)
   config = module.get_config(preset or None)
+  # Earlier stages take their data and seed from the last one (train.pretrain_config).
+  config.data.label_seed = config.seed = label_seed
   stage, stages = config, []
   while stage.get("method"):
     stage.eval_every = eval_every
-    stage.data.label_seed = stage.seed = label_seed
     stages.append(stage)
     stage = stage.pretrain
   workdir = pathlib.Path(tempfile.mkdtemp(prefix="time_to_accuracy_"))

@@ -71,8 +71,8 @@ def to_device(data: TrainData, mesh) -> TrainData:
       return None
     return parallel.put_sharded(parallel.pad_to_multiple(np.asarray(array), multiple), mesh)
   return TrainData(
-      labeled_images=parallel.put_replicated(np.asarray(data.labeled_images), mesh),
-      labeled_labels=parallel.put_replicated(np.asarray(data.labeled_labels), mesh),
+      labeled_images=parallel.put_replicated(data.labeled_images, mesh),
+      labeled_labels=parallel.put_replicated(data.labeled_labels, mesh),
       unlabeled_images=split_over_devices(data.unlabeled_images),
       pseudo_labels=split_over_devices(data.pseudo_labels),
       pseudo_weights=split_over_devices(data.pseudo_weights),
