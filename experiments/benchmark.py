@@ -54,6 +54,9 @@ from mnist_ten import train  # pylint: disable=g-import-not-at-top
 _MODELS = flags.DEFINE_list("models", ["lenet", "resnet"], "Models to time.")
 _SHAPES = flags.DEFINE_list("shapes", ["supervised", "fixmatch"], "Batch shapes to time.")
 _REPEATS = flags.DEFINE_integer("repeats", 20, "Timed calls per measurement (median kept).")
+_KERNEL_GRADS = flags.DEFINE_list(
+    "kernel_grads", ["xla", "auto"], "Convolution kernel gradients to time (models' "
+    "kernel_grad: xla = XLA's own, the state before the Speed work; auto = im2col on CPU).")
 _NO_TORCH = flags.DEFINE_bool("no_torch", False, "Skip the PyTorch reference.")
 _NO_FULL_STEP = flags.DEFINE_bool("no_full_step", False, "Skip the trainer's whole step "
                                   "(needs the dataset).")
@@ -82,20 +85,21 @@ def _time(fn, repeats):
   return first, statistics.median(times), times
 
 
-def _record(framework, kind, model, shape, images, first, median, times):
+def _record(framework, kind, model, shape, images, first, median, times, kernel_grad=""):
   r = {"framework": framework, "kind": kind, "model": model, "shape": shape,
+       "kernel_grad": kernel_grad,
        "images_per_step": images, "first_call_s": round(first, 3),
        "ms_per_step": round(1e3 * median, 2), "images_per_s": round(images / median, 1),
        "ms_all": [round(1e3 * t, 2) for t in times]}
-  print(f"{framework:6s} {kind:8s} {model:7s} {shape:10s} {images:5d} img/step  "
+  print(f"{framework:6s} {kind:8s} {model:7s} {kernel_grad:6s} {shape:10s} {images:5d} img/step  "
         f"first call {first:6.2f} s  {1e3 * median:8.1f} ms/step  {images / median:8.0f} img/s",
         flush=True)
   return r
 
 
-def jax_compute(model_name, num_images, repeats):
+def jax_compute(model_name, kernel_grad, num_images, repeats):
   """Forward + backward + Nesterov SGD on one fixed batch, jit-compiled, state donated."""
-  model = models.build(config_lib.model_config(model_name), 10)
+  model = models.build(config_lib.model_config(model_name, kernel_grad=kernel_grad), 10)
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.random((num_images, 28, 28, 1), np.float32))
   y = jnp.asarray(rng.integers(0, 10, num_images))
@@ -124,10 +128,11 @@ def jax_compute(model_name, num_images, repeats):
   return _time(call, repeats)
 
 
-def jax_full_step(model_name, shape, repeats):
+def jax_full_step(model_name, kernel_grad, shape, repeats):
   """The trainer's own step for the method of this shape, on MNIST."""
   arg = f"model={model_name}"
   config = (supervised_config if shape == "supervised" else fixmatch_config).get_config(arg)
+  config.model.kernel_grad = kernel_grad
   setup = train.Setup(config)
   tx, schedule = optim.make(config.optim, config.num_steps)
   state = train.init_state(setup.model, tx, config, setup.dataset.image_shape, setup.mesh)
@@ -260,23 +265,30 @@ def main(argv):
     for shape in _SHAPES.value:
       n_lab, n_unl = SHAPES[shape]
       images = n_lab + n_unl
-      jax_r = _record("jax", "compute", model_name, shape, images,
-                      *jax_compute(model_name, images, _REPEATS.value))
-      out["records"].append(jax_r)
-      if not _NO_FULL_STEP.value:
-        first, median, times, step_images = jax_full_step(model_name, shape, _REPEATS.value)
-        out["records"].append(_record("jax", "step", model_name, shape, step_images,
-                                      first, median, times))
+      jax_rs = []
+      for kernel_grad in _KERNEL_GRADS.value:
+        jax_rs.append(_record("jax", "compute", model_name, shape, images,
+                              *jax_compute(model_name, kernel_grad, images, _REPEATS.value),
+                              kernel_grad=kernel_grad))
+        out["records"].append(jax_rs[-1])
+        if not _NO_FULL_STEP.value:
+          first, median, times, step_images = jax_full_step(model_name, kernel_grad, shape,
+                                                            _REPEATS.value)
+          out["records"].append(_record("jax", "step", model_name, shape, step_images,
+                                        first, median, times, kernel_grad=kernel_grad))
       if torch_ok:
         (first, median, times), version, threads = torch_compute(
             model_name, images, _REPEATS.value)
         out["machine"].update(torch=version, torch_threads=threads)
         torch_r = _record("torch", "compute", model_name, shape, images, first, median, times)
         out["records"].append(torch_r)
-        ratio = jax_r["ms_per_step"] / torch_r["ms_per_step"]
-        out["ratios"].append({"model": model_name, "shape": shape,
-                              "jax_over_torch": round(ratio, 3)})
-        print(f"  JAX / PyTorch step time, {model_name} {shape}: {ratio:.2f}", flush=True)
+        for jax_r in jax_rs:
+          ratio = jax_r["ms_per_step"] / torch_r["ms_per_step"]
+          out["ratios"].append({"model": model_name, "shape": shape,
+                                "kernel_grad": jax_r["kernel_grad"],
+                                "jax_over_torch": round(ratio, 3)})
+          print(f"  JAX ({jax_r['kernel_grad']}) / PyTorch step time, {model_name} {shape}: "
+                f"{ratio:.2f}", flush=True)
   _write(out)
 
 

@@ -7,12 +7,14 @@ linear `head` (features -> logits) and, when a method asks for one, an
 under `encoder/`, `head/` and `aux_head/`, so methods can pretrain an encoder,
 freeze it, or swap heads. Inputs are NHWC floats in [0, 1].
 """
+import functools
 from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mnist_ten import layers
 from mnist_ten.errors import ConfigError
 from mnist_ten.registry import Registry
 
@@ -74,12 +76,13 @@ class SmallCNN(nn.Module):
   """conv16 5x5, max-pool, conv32 7x7, max-pool; the linear head follows."""
   channels: Sequence[int] = (16, 32)
   kernels: Sequence[int] = (5, 7)
+  kernel_grad: str = "auto"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     for c, k in zip(self.channels, self.kernels):
-      x = nn.relu(nn.Conv(c, (k, k))(x))
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = nn.relu(layers.Conv(c, (k, k), kernel_grad=self.kernel_grad)(x))
+      x = layers.max_pool(x)
     return x.reshape((x.shape[0], -1))
 
 
@@ -88,14 +91,15 @@ class LeNet(nn.Module):
   CNN that USB and the speed benchmarks use."""
   batch_norm: bool = True
   width: int = 128
+  kernel_grad: str = "auto"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     for c in (32, 64):
-      x = nn.Conv(c, (5, 5), use_bias=not self.batch_norm)(x)
+      x = layers.Conv(c, (5, 5), use_bias=not self.batch_norm, kernel_grad=self.kernel_grad)(x)
       if self.batch_norm:
         x = nn.BatchNorm(use_running_average=not train, momentum=0.99)(x)
-      x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+      x = layers.max_pool(nn.relu(x))
     return nn.relu(nn.Dense(self.width)(x.reshape((x.shape[0], -1))))
 
 
@@ -118,17 +122,18 @@ class ResidualBlock(nn.Module):
   width: int
   stride: int = 1
   norm: str = "batch"
+  kernel_grad: str = "auto"
 
   @nn.compact
   def __call__(self, x, train: bool):
-    y = nn.relu(_norm(self.norm, train)(nn.Conv(self.width, (3, 3), strides=self.stride,
-                                                use_bias=False)(x)))
+    conv = functools.partial(layers.Conv, use_bias=False, kernel_grad=self.kernel_grad)
+    y = nn.relu(_norm(self.norm, train)(conv(self.width, (3, 3), strides=self.stride)(x)))
     # Zero-init the last scale so each block starts as the identity (Goyal et
     # al. 2017): deep nets then train from step 0 like shallow ones.
-    y = _norm(self.norm, train, zero_scale=True)(nn.Conv(self.width, (3, 3), use_bias=False)(y))
+    y = _norm(self.norm, train, zero_scale=True)(conv(self.width, (3, 3))(y))
     if x.shape[-1] != self.width or self.stride != 1:
       x = _norm(self.norm, train, name="shortcut_norm")(
-          nn.Conv(self.width, (1, 1), strides=self.stride, use_bias=False, name="shortcut")(x))
+          conv(self.width, (1, 1), strides=self.stride, name="shortcut")(x))
     return nn.relu(x + y)
 
 
@@ -138,14 +143,16 @@ class ResNet(nn.Module):
   widths: Sequence[int] = (16, 32, 64)
   blocks: int = 1
   norm: str = "batch"
+  kernel_grad: str = "auto"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    x = nn.Conv(self.widths[0], (3, 3), use_bias=False)(x)
+    x = layers.Conv(self.widths[0], (3, 3), use_bias=False, kernel_grad=self.kernel_grad)(x)
     x = nn.relu(_norm(self.norm, train)(x))
     for i, width in enumerate(self.widths):
       for j in range(self.blocks):
-        x = ResidualBlock(width, stride=2 if (i > 0 and j == 0) else 1, norm=self.norm)(x, train)
+        x = ResidualBlock(width, stride=2 if (i > 0 and j == 0) else 1, norm=self.norm,
+                          kernel_grad=self.kernel_grad)(x, train)
     return jnp.mean(x, axis=(1, 2))
 
 
@@ -155,18 +162,18 @@ def mlp(*, widths=(512, 512)):
 
 
 @MODELS.register("small_cnn")
-def small_cnn(*, channels=(16, 32), kernels=(5, 7)):
-  return SmallCNN(tuple(channels), tuple(kernels))
+def small_cnn(*, channels=(16, 32), kernels=(5, 7), kernel_grad="auto"):
+  return SmallCNN(tuple(channels), tuple(kernels), kernel_grad)
 
 
 @MODELS.register("lenet")
-def lenet(*, batch_norm=True, width=128):
-  return LeNet(batch_norm, width)
+def lenet(*, batch_norm=True, width=128, kernel_grad="auto"):
+  return LeNet(batch_norm, width, kernel_grad)
 
 
 @MODELS.register("resnet")
-def resnet(*, widths=(16, 32, 64), blocks=1, norm="batch"):
-  return ResNet(tuple(widths), blocks, norm)
+def resnet(*, widths=(16, 32, 64), blocks=1, norm="batch", kernel_grad="auto"):
+  return ResNet(tuple(widths), blocks, norm, kernel_grad)
 
 
 def build(model_config, num_classes: int, *, aux_widths=(),
@@ -174,6 +181,9 @@ def build(model_config, num_classes: int, *, aux_widths=(),
   """A `Classifier` around the encoder `model_config.name`, built with the
   remaining fields as keyword arguments."""
   kwargs = {k: v for k, v in model_config.items() if k != "name"}
+  if kwargs.get("kernel_grad", "auto") not in layers.KERNEL_GRADS:
+    raise ConfigError(f"model {model_config.name!r}: kernel_grad must be one of "
+                      f"{layers.KERNEL_GRADS}, got {kwargs['kernel_grad']!r}")
   factory = MODELS.get(model_config.name)
   try:
     encoder = factory(**kwargs)
