@@ -10,7 +10,9 @@ For each model and batch shape it times, in one process:
                 augmentation, forward, backward, update, EMA) on MNIST
   torch_compute the jax_compute step written in PyTorch (same architecture,
                 batch, loss and optimizer), when torch is installed
-Compile time (first call), the median of `repeats` timed calls in ms and
+The calls of one model and shape take turns (one timing each per round), so
+that a slow spell of a shared machine falls on all of them alike. Compile
+time (first call), the median of `repeats` timed calls in ms and
 images/s (every image that goes through the network) are printed and saved
 as JSON with the JAX/PyTorch ratio. torch is a benchmark-only extra
 (`pip install -e ".[bench]"`), never needed to train.
@@ -70,19 +72,26 @@ _OUT = flags.DEFINE_string("out", "experiments/results/benchmark/cpu.json", "JSO
 
 SHAPES = {"supervised": (64, 0), "fixmatch": (64, 2 * 7 * 64)}  # (labeled, unlabeled views)
 LR, MOMENTUM = 0.03, 0.9
+# USB (semilearn 0.3.2) FixMatch step with its LeNet-sized CNN on this 2-core
+# CPU, data loading and augmentation included (../shared/README.md).
+USB_FIXMATCH_LENET_STEP_MS = 790.0
 
 
-def _time(fn, repeats):
-  """(seconds of the first call, median seconds of the next `repeats`, all)."""
-  t = time.perf_counter()
-  fn()
-  first = time.perf_counter() - t
-  times = []
-  for _ in range(repeats):
+def _time(calls, repeats):
+  """{name: (seconds of the first call, median seconds of the next `repeats`,
+  all of them)}. The calls take turns, one timing each per round, so that a
+  slow spell of a shared machine falls on all of them alike."""
+  first, times = {}, {name: [] for name in calls}
+  for name, fn in calls.items():
     t = time.perf_counter()
     fn()
-    times.append(time.perf_counter() - t)
-  return first, statistics.median(times), times
+    first[name] = time.perf_counter() - t
+  for _ in range(repeats):
+    for name, fn in calls.items():
+      t = time.perf_counter()
+      fn()
+      times[name].append(time.perf_counter() - t)
+  return {name: (first[name], statistics.median(times[name]), times[name]) for name in calls}
 
 
 def _record(framework, kind, model, shape, images, first, median, times, kernel_grad=""):
@@ -97,7 +106,7 @@ def _record(framework, kind, model, shape, images, first, median, times, kernel_
   return r
 
 
-def jax_compute(model_name, kernel_grad, num_images, repeats):
+def jax_compute(model_name, kernel_grad, num_images):
   """Forward + backward + Nesterov SGD on one fixed batch, jit-compiled, state donated."""
   model = models.build(config_lib.model_config(model_name, kernel_grad=kernel_grad), 10)
   rng = np.random.default_rng(0)
@@ -125,10 +134,10 @@ def jax_compute(model_name, kernel_grad, num_images, repeats):
   def call():
     box[0] = step(box[0], x, y)
     jax.block_until_ready(box[0])
-  return _time(call, repeats)
+  return call
 
 
-def jax_full_step(model_name, kernel_grad, shape, repeats):
+def jax_full_step(model_name, kernel_grad, shape):
   """The trainer's own step for the method of this shape, on MNIST."""
   arg = f"model={model_name}"
   config = (supervised_config if shape == "supervised" else fixmatch_config).get_config(arg)
@@ -143,11 +152,10 @@ def jax_full_step(model_name, kernel_grad, shape, repeats):
   def call():
     box[0], metrics = step(box[0], data)
     jax.block_until_ready((box[0], metrics))
-  first, median, times = _time(call, repeats)
-  return first, median, times, setup.method.images_per_step
+  return call, setup.method.images_per_step
 
 
-def torch_compute(model_name, num_images, repeats):
+def torch_compute(model_name, num_images):
   import torch  # pylint: disable=g-import-not-at-top
   from torch import nn  # pylint: disable=g-import-not-at-top
 
@@ -196,7 +204,7 @@ def torch_compute(model_name, num_images, repeats):
     opt.zero_grad(set_to_none=True)
     nn.functional.cross_entropy(net(x), y).backward()
     opt.step()
-  return _time(call, repeats), torch.__version__, torch.get_num_threads()
+  return call, torch.__version__, torch.get_num_threads()
 
 
 def time_to_accuracy(config_arg, target, eval_every, label_seed):
@@ -265,29 +273,37 @@ def main(argv):
     for shape in _SHAPES.value:
       n_lab, n_unl = SHAPES[shape]
       images = n_lab + n_unl
-      jax_rs = []
+      calls, counts = {}, {}  # (framework, kind, kernel_grad) -> timed call, images
       for kernel_grad in _KERNEL_GRADS.value:
-        jax_rs.append(_record("jax", "compute", model_name, shape, images,
-                              *jax_compute(model_name, kernel_grad, images, _REPEATS.value),
-                              kernel_grad=kernel_grad))
-        out["records"].append(jax_rs[-1])
+        calls["jax", "compute", kernel_grad] = jax_compute(model_name, kernel_grad, images)
+        counts["jax", "compute", kernel_grad] = images
         if not _NO_FULL_STEP.value:
-          first, median, times, step_images = jax_full_step(model_name, kernel_grad, shape,
-                                                            _REPEATS.value)
-          out["records"].append(_record("jax", "step", model_name, shape, step_images,
-                                        first, median, times, kernel_grad=kernel_grad))
+          key = ("jax", "step", kernel_grad)
+          calls[key], counts[key] = jax_full_step(model_name, kernel_grad, shape)
       if torch_ok:
-        (first, median, times), version, threads = torch_compute(
-            model_name, images, _REPEATS.value)
+        calls["torch", "compute", ""], version, threads = torch_compute(model_name, images)
+        counts["torch", "compute", ""] = images
         out["machine"].update(torch=version, torch_threads=threads)
-        torch_r = _record("torch", "compute", model_name, shape, images, first, median, times)
-        out["records"].append(torch_r)
-        for jax_r in jax_rs:
-          ratio = jax_r["ms_per_step"] / torch_r["ms_per_step"]
-          out["ratios"].append({"model": model_name, "shape": shape,
-                                "kernel_grad": jax_r["kernel_grad"],
+      timed = _time(calls, _REPEATS.value)
+      records = {key: _record(key[0], key[1], model_name, shape, counts[key], *timed[key],
+                              kernel_grad=key[2]) for key in calls}
+      out["records"] += list(records.values())
+      if (model_name, shape) == ("lenet", "fixmatch"):
+        for kernel_grad in _KERNEL_GRADS.value:
+          step_r = records.get(("jax", "step", kernel_grad))
+          if step_r:
+            ratio = step_r["ms_per_step"] / USB_FIXMATCH_LENET_STEP_MS
+            out["ratios"].append({"model": model_name, "shape": shape,
+                                  "kernel_grad": kernel_grad, "step_over_usb": round(ratio, 3)})
+            print(f"  whole FixMatch step ({kernel_grad}) / USB's 0.79 s: {ratio:.2f}",
+                  flush=True)
+      if torch_ok:
+        torch_ms = records["torch", "compute", ""]["ms_per_step"]
+        for kernel_grad in _KERNEL_GRADS.value:
+          ratio = records["jax", "compute", kernel_grad]["ms_per_step"] / torch_ms
+          out["ratios"].append({"model": model_name, "shape": shape, "kernel_grad": kernel_grad,
                                 "jax_over_torch": round(ratio, 3)})
-          print(f"  JAX ({jax_r['kernel_grad']}) / PyTorch step time, {model_name} {shape}: "
+          print(f"  JAX ({kernel_grad}) / PyTorch step time, {model_name} {shape}: "
                 f"{ratio:.2f}", flush=True)
   _write(out)
 

@@ -29,6 +29,16 @@ def sharpen(probs, temperature: float):
   return p / p.sum(-1, keepdims=True)
 
 
+def distribution_alignment(probs, target, predicted=None):
+  """ReMixMatch's distribution alignment: probs * target / predicted,
+  renormalised per example. `predicted` (the model's class marginal on
+  unlabeled data) defaults to the mean of `probs` over the batch."""
+  if predicted is None:
+    predicted = probs.mean(0)
+  aligned = probs * target / jnp.clip(predicted, 1e-6)
+  return aligned / aligned.sum(-1, keepdims=True)
+
+
 def confident_pseudo_labels(logits, threshold: float):
   """FixMatch's hard pseudo-labels: (argmax, mask of max prob >= threshold),
   both without gradient."""

@@ -23,6 +23,21 @@ def test_sharpen():
   assert float(losses.sharpen(p, 0.01)[0, 0]) > 0.999
 
 
+def test_distribution_alignment_moves_the_mean_guess_to_the_target():
+  # Every guess leans to class 0; aligned to a uniform target they no longer do.
+  probs = jnp.asarray([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.7, 0.1, 0.2]])
+  uniform = jnp.full((3,), 1 / 3)
+  aligned = losses.distribution_alignment(probs, uniform)
+  np.testing.assert_allclose(aligned.sum(-1), 1.0, rtol=1e-6)
+  mean = probs.mean(0)
+  np.testing.assert_allclose(aligned[0], probs[0] / mean / (probs[0] / mean).sum(), rtol=1e-6)
+  assert np.ptp(np.asarray(aligned.mean(0))) < np.ptp(np.asarray(mean)) / 2
+  # A batch already at the target is left as it is.
+  balanced = jnp.asarray([[0.5, 0.25, 0.25], [0.25, 0.5, 0.25], [0.25, 0.25, 0.5]])
+  np.testing.assert_allclose(losses.distribution_alignment(balanced, uniform), balanced,
+                             rtol=1e-6)
+
+
 def test_confident_pseudo_labels_mask_and_no_gradient():
   logits = jnp.asarray([[5.0, 0.0, 0.0], [0.1, 0.0, 0.2]])
   labels, mask = losses.confident_pseudo_labels(logits, 0.95)

@@ -59,10 +59,10 @@ def test_fixmatch_batch_shapes_and_mask():
   assert float(metrics["mask_rate"]) == 0.0 and float(metrics["loss/unsupervised"]) == 0.0
 
 
-def _mixmatch(mixup):
+def _mixmatch(mixup, preset=None):
   from configs import mixmatch as mixmatch_config
   from mnist_ten import methods
-  config = mixmatch_config.get_config("" if mixup else "nomixup")
+  config = mixmatch_config.get_config(preset or ("" if mixup else "nomixup"))
   config.batch_size, config.mixmatch.mu = 4, 2
   return methods.build(config, methods.Context(num_classes=3, hflip_allowed=False))
 
@@ -87,6 +87,28 @@ def test_mixmatch_guesses_sharpened_labels(mixup):
   p = np.exp([0.0, 1.0, 0.0]) / np.exp([0.0, 1.0, 0.0]).sum()
   np.testing.assert_allclose(metrics["guess_confidence"], p[1], rtol=1e-5)
   assert np.isfinite(float(loss))
+
+
+def test_mixmatch_align_spreads_one_class_guesses():
+  """A model that calls every unlabeled image class 1: without alignment every
+  guess says class 1; aligned to the labeled examples' classes, each image
+  goes to its runner-up (class 0 or 2, half each)."""
+  import jax
+  labeled, unlabeled = _batches()
+
+  def forward(params, images, train=True, output="logits"):
+    # Class 1 everywhere; each image's runner-up is class (index mod 2) * 2.
+    runner_up = jax.nn.one_hot((jnp.arange(images.shape[0]) % 2) * 2, 3)
+    return jnp.asarray([0.0, 2.0, 0.0]) + 1.5 * runner_up, {}
+
+  share = {}
+  for preset in ("", "align"):
+    method = _mixmatch(True, preset)
+    assert method.config.mixmatch.align == (preset == "align")
+    _, metrics, _ = method.loss(jnp.float32(0.0), forward=forward, labeled=labeled,
+                                unlabeled=unlabeled, rng=jax.random.key(0), step=0)
+    share[preset] = float(metrics["guess_top_class_share"])
+  assert share == {"": 1.0, "align": 0.5}
 
 
 def test_pretext_transforms_are_eight_distinct_invertible_maps():

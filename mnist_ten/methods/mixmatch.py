@@ -5,6 +5,16 @@ part and L2 between probabilities on the unlabeled part, with lambda_u ramped up
 
 `mixmatch.mixup=False` trains on the un-mixed batches (the ablation the seed
 project compared).
+
+`mixmatch.align=True` adds ReMixMatch's distribution alignment (Berthelot et
+al. 2020) before sharpening: each guess is multiplied by p(y) / p~(y) and
+renormalised, where p(y) is the labeled examples' class distribution and
+p~(y) the model's mean guess. It stops the guesses from drifting into one
+class, the failure MixMatch shows with one label per class. ReMixMatch keeps
+p~(y) as a running mean over 128 batches; the trainer keeps no method state,
+so here it is the mean over this step's unlabeled batch (64 images by
+default, each averaged over its K views). Off by default: MixMatch as
+published.
 """
 import jax
 import jax.numpy as jnp
@@ -38,6 +48,9 @@ class MixMatch(Method):
     guess_logits, _ = forward(params, u)
     probs = jax.nn.softmax(jax.lax.stop_gradient(guess_logits)).reshape(
         (cfg.k, -1, num_classes)).mean(0)
+    if cfg.get("align", False):
+      prior = jnp.bincount(labeled.labels, length=num_classes) / labeled.labels.shape[0]
+      probs = losses.distribution_alignment(probs, prior)
     guess = jnp.tile(losses.sharpen(probs, cfg.temperature), (cfg.k, 1))
 
     inputs = jnp.concatenate([x, u])
@@ -54,4 +67,8 @@ class MixMatch(Method):
     return supervised + weight * unsupervised, {
         "loss/supervised": supervised, "loss/unsupervised": unsupervised,
         "lambda_u": weight, "guess_confidence": probs.max(-1).mean(),
+        # The largest share of the guesses that one class takes: 1/num_classes
+        # when balanced, 1 when collapsed (needs no labels).
+        "guess_top_class_share": jnp.bincount(probs.argmax(-1), length=num_classes).max()
+                                 / probs.shape[0],
     }, batch_stats
