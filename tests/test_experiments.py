@@ -1,4 +1,5 @@
-"""experiments/: the tables' time accounting and the pseudo-label diagnostic."""
+"""experiments/: the tables' time accounting, the pseudo-label diagnostic, the
+benchmark's timing and time-to-accuracy accounting."""
 import json
 
 import numpy as np
@@ -63,3 +64,39 @@ def test_seed_runner_writes_the_table_skips_finished_seeds_and_reuses_stages(toy
   for seed in (0, 1):
     log = (tmp_path / "second" / f"seed_{seed}" / "log.txt").read_text()
     assert f"from {tmp_path / 'first' / f'seed_{seed}'}\n" in log
+
+
+def test_benchmark_calls_take_turns_and_report_medians():
+  from experiments import benchmark
+  order = []
+  timed = benchmark._time({"a": lambda: order.append("a"), "b": lambda: order.append("b")},
+                          repeats=3)
+  # First calls (compilation) once each, then one timing of each per round.
+  assert order == ["a", "b"] + ["a", "b"] * 3
+  first, median, times = timed["a"]
+  assert len(times) == 3 and min(times) <= median <= max(times) and first >= 0
+
+
+def test_benchmark_jax_step_runs():
+  from experiments import benchmark
+  call = benchmark.jax_compute("lenet", "auto", 4)
+  call()  # compiles and runs one donated step; a second call reuses the state
+  call()
+
+
+def test_time_to_accuracy_leaves_out_the_timing_evaluations(toy_config, tmp_path):
+  from experiments import benchmark
+  config = toy_config
+  config.num_steps, config.checkpoint_every = 6, 6
+  record = benchmark.time_to_accuracy(config, target=0.0, eval_every=2, label_seed=1,
+                                      workdir=tmp_path)
+  assert config.data.label_seed == 1 and record["label_seed"] == 1
+  steps = [step for _, step, _ in record["curve"]]
+  assert steps == [2, 4, 6]  # every eval_every steps and at the end
+  logged = [json.loads(line) for line in (tmp_path / "evals.jsonl").read_text().splitlines()]
+  assert all(e["eval_seconds"] > 0 for e in logged)
+  assert record["evaluation_seconds"] == round(sum(e["eval_seconds"] for e in logged), 1)
+  # Target 0 is reached at the first evaluation, timed without it.
+  assert record["seconds_to_target"] == record["curve"][0][0]
+  assert record["seconds_to_target"] < record["wall_seconds_total"] - record["evaluation_seconds"]
+  assert record["final_test_accuracy_ema"] == record["curve"][-1][2]
