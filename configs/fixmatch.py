@@ -3,7 +3,8 @@
 Weak: small shifts and rotations. Strong: large affine, elastic deformation,
 cutout, contrast/brightness (flips only where `data.hflip` allows them).
 
-Presets: quick (a smoke run), model=NAME.
+Presets: quick (a smoke run), align (distribution alignment of the weak
+view's predictions, against collapse), model=NAME.
 """
 from mnist_ten import config as config_lib
 
@@ -14,13 +15,13 @@ STRONG = ("affine(rotate=30, shift=0.2, scale=0.2, shear=20, elastic=1.5)|"
 
 def get_config(arg=None):
   flags, options = config_lib.parse_arg(arg)
-  config_lib.check_preset("fixmatch", flags, options, ("quick",), ("model",))
+  config_lib.check_preset("fixmatch", flags, options, ("quick", "align"), ("model",))
   c = config_lib.base()
   c.name = "fixmatch" + (f":{arg}" if arg else "")
   c.method = "fixmatch"
   c.model = config_lib.model_config(options.get("model", "lenet"))
   c.batch_size = 64
-  c.fixmatch = dict(mu=7, threshold=0.95, lambda_u=1.0, rampup_steps=0)
+  c.fixmatch = dict(mu=7, threshold=0.95, lambda_u=1.0, rampup_steps=0, align="align" in flags)
   c.augment.labeled = WEAK
   c.augment.weak = WEAK
   c.augment.strong = STRONG

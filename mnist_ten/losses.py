@@ -39,19 +39,22 @@ def distribution_alignment(probs, target, predicted=None):
   return aligned / aligned.sum(-1, keepdims=True)
 
 
-def confident_pseudo_labels(logits, threshold: float):
+def confident_pseudo_labels(logits, threshold: float, prior=None):
   """FixMatch's hard pseudo-labels: (argmax, mask of max prob >= threshold),
-  both without gradient."""
+  both without gradient. With a class `prior`, the probabilities are first
+  aligned to it (`distribution_alignment`)."""
   probs = jax.nn.softmax(jax.lax.stop_gradient(logits))
+  if prior is not None:
+    probs = distribution_alignment(probs, prior)
   return probs.argmax(-1), (probs.max(-1) >= threshold).astype(jnp.float32)
 
 
-def confident_consistency(logits_weak, logits_strong, threshold: float):
+def confident_consistency(logits_weak, logits_strong, threshold: float, prior=None):
   """FixMatch's unlabeled term: cross-entropy of the strong view against the
   weak view's confident hard pseudo-labels (no gradient through them),
   averaged over the whole batch (unconfident examples count as zero).
   Returns (loss, pseudo-labels, mask)."""
-  pseudo, mask = confident_pseudo_labels(logits_weak, threshold)
+  pseudo, mask = confident_pseudo_labels(logits_weak, threshold, prior)
   per_example = cross_entropy(logits_strong, pseudo, reduction="none")
   return jnp.mean(per_example * mask), pseudo, mask
 
@@ -79,6 +82,16 @@ def nt_xent(z1, z2, temperature: float):
   sim = jnp.where(jnp.eye(2 * n, dtype=bool), -jnp.inf, sim)
   positives = jnp.concatenate([jnp.arange(n, 2 * n), jnp.arange(n)])
   return optax.softmax_cross_entropy_with_integer_labels(sim, positives).mean()
+
+
+def top_class_share(labels, weights, num_classes: int):
+  """The largest share of (weighted) `labels` that one class takes: 1/num_classes
+  when balanced, 1 when collapsed into one class; 0 when all weights are 0.
+  A label-free sign of collapse."""
+  if weights is None:
+    weights = jnp.ones(labels.shape, jnp.float32)
+  counts = jnp.zeros(num_classes).at[labels].add(weights)
+  return counts.max() / jnp.maximum(weights.sum(), 1e-12)
 
 
 def linear_rampup(step, length: int):

@@ -38,6 +38,25 @@ def test_distribution_alignment_moves_the_mean_guess_to_the_target():
                              rtol=1e-6)
 
 
+def test_top_class_share():
+  labels = jnp.asarray([0, 1, 1, 2])
+  assert float(losses.top_class_share(labels, None, 3)) == 0.5
+  weights = jnp.asarray([1.0, 0.0, 0.0, 1.0])  # only the confident ones count
+  assert float(losses.top_class_share(labels, weights, 3)) == 0.5
+  assert float(losses.top_class_share(labels, jnp.asarray([0.0, 1.0, 1.0, 0.0]), 3)) == 1.0
+  assert float(losses.top_class_share(labels, jnp.zeros(4), 3)) == 0.0
+
+
+def test_confident_pseudo_labels_with_a_prior_are_aligned_first():
+  logits = jnp.log(jnp.asarray([[0.6, 0.4], [0.7, 0.3]]))
+  labels, _ = losses.confident_pseudo_labels(logits, 0.5)
+  np.testing.assert_array_equal(labels, [0, 0])
+  # Batch mean (0.65, 0.35) against a uniform prior: the first row turns to class 1.
+  labels, mask = losses.confident_pseudo_labels(logits, 0.5, prior=jnp.asarray([0.5, 0.5]))
+  np.testing.assert_array_equal(labels, [1, 0])
+  np.testing.assert_array_equal(mask, [1.0, 1.0])
+
+
 def test_confident_pseudo_labels_mask_and_no_gradient():
   logits = jnp.asarray([[5.0, 0.0, 0.0], [0.1, 0.0, 0.2]])
   labels, mask = losses.confident_pseudo_labels(logits, 0.95)

@@ -21,10 +21,10 @@ def test_knn_majority_vote():
   assert int(pred[0]) == 1
 
 
-def _fixmatch(threshold):
+def _fixmatch(threshold, preset=None):
   from configs import fixmatch as fixmatch_config
   from mnist_ten import methods
-  config = fixmatch_config.get_config()
+  config = fixmatch_config.get_config(preset)
   config.batch_size, config.fixmatch.mu, config.fixmatch.threshold = 4, 2, threshold
   return methods.build(config, methods.Context(num_classes=3, hflip_allowed=False))
 
@@ -57,6 +57,28 @@ def test_fixmatch_batch_shapes_and_mask():
       jnp.float32(10.0), forward=forward, labeled=labeled, unlabeled=unlabeled,
       rng=jax.random.key(1), step=0)
   assert float(metrics["mask_rate"]) == 0.0 and float(metrics["loss/unsupervised"]) == 0.0
+
+
+def test_fixmatch_align_spreads_one_class_pseudo_labels():
+  """Every image leans to class 1, each with a runner-up (class 0 or 2 by
+  position): unaligned, every confident pseudo-label is 1; aligned to the
+  labeled classes, the runner-ups win and no class takes them all."""
+  import jax
+
+  def forward(params, images, train=True, output="logits"):
+    runner_up = jax.nn.one_hot((jnp.arange(images.shape[0]) % 2) * 2, 3)
+    return 4.0 * (jnp.asarray([0.0, 2.0, 0.0]) + 1.5 * runner_up), {}
+
+  labeled, unlabeled = _batches()
+  share = {}
+  for preset in (None, "align"):
+    method = _fixmatch(0.5, preset)
+    assert method.config.fixmatch.align == (preset == "align")
+    _, metrics, _ = method.loss(jnp.float32(0.0), forward=forward, labeled=labeled,
+                                unlabeled=unlabeled, rng=jax.random.key(0), step=0)
+    assert float(metrics["mask_rate"]) > 0.4
+    share[preset] = float(metrics["pseudo_label_top_class_share"])
+  assert share[None] == 1.0 and share["align"] <= 0.5 + 1e-6
 
 
 def _mixmatch(mixup, preset=None):

@@ -5,6 +5,11 @@ As in the official code, labeled, weak and strong batches go through one
 forward pass (shared batch-norm statistics), the pseudo-labels carry no
 gradient, and the mask rate is logged. Pseudo-label *accuracy* needs the
 unlabeled labels, so it is never computed here.
+
+`fixmatch.align=True` aligns the weak view's predictions to the labeled
+examples' class distribution before thresholding (ReMixMatch's distribution
+alignment, as in `mixmatch`; the model's marginal is this step's unlabeled
+batch mean). Off by default: FixMatch as published.
 """
 import jax
 import jax.numpy as jnp
@@ -40,12 +45,19 @@ class FixMatch(Method):
     logits_weak, logits_strong = logits[n_lab:n_lab + n_unl], logits[n_lab + n_unl:]
     supervised = losses.cross_entropy(logits_lab, labeled.labels,
                                       label_smoothing=self.config.label_smoothing)
-    unsupervised, _, mask = losses.confident_consistency(logits_weak, logits_strong,
-                                                         cfg.threshold)
+    prior = None
+    if cfg.get("align", False):
+      prior = jnp.bincount(labeled.labels, length=self.ctx.num_classes) / n_lab
+    unsupervised, pseudo, mask = losses.confident_consistency(logits_weak, logits_strong,
+                                                              cfg.threshold, prior)
     weight = cfg.lambda_u * losses.linear_rampup(step, cfg.rampup_steps)
     return supervised + weight * unsupervised, {
         "loss/supervised": supervised, "loss/unsupervised": unsupervised,
         "mask_rate": mask.mean(), "lambda_u": weight,
+        # The largest share of the confident pseudo-labels one class takes
+        # (1/num_classes balanced, 1 collapsed; needs no labels).
+        "pseudo_label_top_class_share": losses.top_class_share(pseudo, mask,
+                                                               self.ctx.num_classes),
         "train/accuracy": losses.accuracy(logits_lab, labeled.labels),
     }, batch_stats
 

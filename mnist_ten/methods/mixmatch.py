@@ -69,6 +69,5 @@ class MixMatch(Method):
         "lambda_u": weight, "guess_confidence": probs.max(-1).mean(),
         # The largest share of the guesses that one class takes: 1/num_classes
         # when balanced, 1 when collapsed (needs no labels).
-        "guess_top_class_share": jnp.bincount(probs.argmax(-1), length=num_classes).max()
-                                 / probs.shape[0],
+        "guess_top_class_share": losses.top_class_share(probs.argmax(-1), None, num_classes),
     }, batch_stats
