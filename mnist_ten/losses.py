@@ -29,6 +29,12 @@ def sharpen(probs, temperature: float):
   return p / p.sum(-1, keepdims=True)
 
 
+def class_distribution(labels, num_classes: int):
+  """The share of each class among `labels`: the target p(y) that
+  distribution alignment moves the model's guesses toward."""
+  return jnp.bincount(labels, length=num_classes) / labels.shape[0]
+
+
 def distribution_alignment(probs, target, predicted=None):
   """ReMixMatch's distribution alignment: probs * target / predicted,
   renormalised per example. `predicted` (the model's class marginal on

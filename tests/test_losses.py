@@ -38,6 +38,11 @@ def test_distribution_alignment_moves_the_mean_guess_to_the_target():
                              rtol=1e-6)
 
 
+def test_class_distribution():
+  np.testing.assert_allclose(losses.class_distribution(jnp.asarray([0, 2, 2, 0]), 4),
+                             [0.5, 0.0, 0.5, 0.0])
+
+
 def test_top_class_share():
   labels = jnp.asarray([0, 1, 1, 2])
   assert float(losses.top_class_share(labels, None, 3)) == 0.5

@@ -47,7 +47,7 @@ class FixMatch(Method):
                                       label_smoothing=self.config.label_smoothing)
     prior = None
     if cfg.get("align", False):
-      prior = jnp.bincount(labeled.labels, length=self.ctx.num_classes) / n_lab
+      prior = losses.class_distribution(labeled.labels, self.ctx.num_classes)
     unsupervised, pseudo, mask = losses.confident_consistency(logits_weak, logits_strong,
                                                               cfg.threshold, prior)
     weight = cfg.lambda_u * losses.linear_rampup(step, cfg.rampup_steps)

@@ -49,8 +49,8 @@ class MixMatch(Method):
     probs = jax.nn.softmax(jax.lax.stop_gradient(guess_logits)).reshape(
         (cfg.k, -1, num_classes)).mean(0)
     if cfg.get("align", False):
-      prior = jnp.bincount(labeled.labels, length=num_classes) / labeled.labels.shape[0]
-      probs = losses.distribution_alignment(probs, prior)
+      probs = losses.distribution_alignment(
+          probs, losses.class_distribution(labeled.labels, num_classes))
     guess = jnp.tile(losses.sharpen(probs, cfg.temperature), (cfg.k, 1))
 
     inputs = jnp.concatenate([x, u])
