@@ -15,8 +15,8 @@ and the input gradient stay XLA's own convolutions, which are fast.
 elementwise select; XLA:CPU's `reduce_window` gradient (`select_and_scatter`)
 is several times slower.
 
-Off CPU (GPU, TPU) both are the plain XLA operations: cuDNN and the TPU
-compiler handle those well. `experiments/benchmark.py` and the README's
+Off CPU (GPU, TPU) and across several devices the convolution is XLA's
+own (see `use_im2col`): cuDNN and the TPU compiler handle it well. `experiments/benchmark.py` and the README's
 Speed section give the timings.
 """
 import functools
@@ -94,15 +94,22 @@ conv_im2col_grad.defvjp(_fwd, _bwd)
 
 
 def use_im2col(kernel_grad: str) -> bool:
+  """auto: on a single CPU device only. With the batch split over several
+  devices the scan over image chunks would run over a split axis, which XLA
+  partitions by gathering the batch, so every device would compute the
+  whole gradient; XLA's own convolution gradient partitions properly."""
   if kernel_grad not in KERNEL_GRADS:
     raise ConfigError(f"kernel_grad must be one of {KERNEL_GRADS}, got {kernel_grad!r}")
-  return kernel_grad == "im2col" or (kernel_grad == "auto" and jax.default_backend() == "cpu")
+  if kernel_grad == "auto":
+    return jax.default_backend() == "cpu" and jax.device_count() == 1
+  return kernel_grad == "im2col"
 
 
 class Conv(nn.Module):
   """2-D convolution, NHWC, 'SAME' padding; parameters `kernel` (HWIO) and
   `bias` as in `flax.linen.Conv`, so checkpoints are interchangeable.
-  `kernel_grad`: auto (im2col on CPU, XLA's elsewhere), xla or im2col."""
+  `kernel_grad`: auto (im2col on a single CPU device, XLA's elsewhere), xla
+  or im2col."""
   features: int
   kernel_size: Sequence[int]
   strides: int = 1

@@ -86,3 +86,12 @@ def test_unknown_kernel_grad():
     models.build(config_lib.model_config("lenet", kernel_grad="fast"), 10)
   with pytest.raises(ConfigError, match="kernel_grad must be one of"):
     layers.Conv(4, (3, 3), kernel_grad="fast").init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+
+
+def test_auto_uses_im2col_on_one_cpu_device_only(monkeypatch):
+  assert layers.use_im2col("im2col") and not layers.use_im2col("xla")
+  assert layers.use_im2col("auto") == (jax.default_backend() == "cpu" and jax.device_count() == 1)
+  # Over several devices the chunk scan would gather the split batch on
+  # every device (checked in the 2-device HLO): XLA's gradient instead.
+  monkeypatch.setattr(jax, "device_count", lambda: 4)
+  assert not layers.use_im2col("auto")
