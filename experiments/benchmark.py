@@ -27,39 +27,28 @@ labels only time the run here; nothing is chosen by them.
 Shapes: supervised = 64 labeled images; fixmatch = 64 labeled + 2 x 448
 unlabeled views (mu = 7), the shape USB times at 0.79 s per step on 2 cores.
 """
-import importlib
 import json
 import os
 import pathlib
 import platform
-import statistics
 import sys
-import tempfile
-import time
 
 from absl import app
 from absl import flags
 import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from configs import fixmatch as fixmatch_config  # pylint: disable=g-import-not-at-top
-from configs import supervised as supervised_config  # pylint: disable=g-import-not-at-top
-from mnist_ten import config as config_lib  # pylint: disable=g-import-not-at-top
-from mnist_ten import input_pipeline  # pylint: disable=g-import-not-at-top
-from mnist_ten import losses  # pylint: disable=g-import-not-at-top
-from mnist_ten import models  # pylint: disable=g-import-not-at-top
-from mnist_ten import optim  # pylint: disable=g-import-not-at-top
-from mnist_ten import train  # pylint: disable=g-import-not-at-top
+from experiments.speed import (SHAPES, USB_FIXMATCH_LENET_STEP_MS, jax_compute,  # pylint: disable=g-import-not-at-top
+                               jax_full_step, load_config, time_calls, time_to_accuracy,
+                               torch_compute)
 
 _MODELS = flags.DEFINE_list("models", ["lenet", "resnet"], "Models to time.")
 _SHAPES = flags.DEFINE_list("shapes", ["supervised", "fixmatch"], "Batch shapes to time.")
 _REPEATS = flags.DEFINE_integer("repeats", 20, "Timed calls per measurement (median kept).")
 _KERNEL_GRADS = flags.DEFINE_list(
     "kernel_grads", ["xla", "auto"], "Convolution kernel gradients to time (models' "
-    "kernel_grad: xla = XLA's own, the state before the Speed work; auto = im2col on CPU).")
+    "kernel_grad: xla = XLA's own gradient, auto = im2col on a single CPU device; "
+    "the max-pool change applies to both).")
 _NO_TORCH = flags.DEFINE_bool("no_torch", False, "Skip the PyTorch reference.")
 _NO_FULL_STEP = flags.DEFINE_bool("no_full_step", False, "Skip the trainer's whole step "
                                   "(needs the dataset).")
@@ -71,30 +60,6 @@ _EVAL_EVERY = flags.DEFINE_integer("eval_every", 100, "Steps between test evalua
 _LABEL_SEED = flags.DEFINE_integer("label_seed", 0, "Label draw for --time_to_accuracy.")
 _OUT = flags.DEFINE_string("out", "experiments/results/benchmark/cpu.json", "JSON output.")
 
-SHAPES = {"supervised": (64, 0), "fixmatch": (64, 2 * 7 * 64)}  # (labeled, unlabeled views)
-LR, MOMENTUM = 0.03, 0.9
-# USB (semilearn 0.3.2) FixMatch step with its LeNet-sized CNN on this 2-core
-# CPU, data loading and augmentation included (../shared/README.md).
-USB_FIXMATCH_LENET_STEP_MS = 790.0
-
-
-def _time(calls, repeats):
-  """{name: (seconds of the first call, median seconds of the next `repeats`,
-  all of them)}. The calls take turns, one timing each per round, so that a
-  slow spell of a shared machine falls on all of them alike."""
-  first, times = {}, {name: [] for name in calls}
-  for name, fn in calls.items():
-    t = time.perf_counter()
-    fn()
-    first[name] = time.perf_counter() - t
-  for _ in range(repeats):
-    for name, fn in calls.items():
-      t = time.perf_counter()
-      fn()
-      times[name].append(time.perf_counter() - t)
-  return {name: (first[name], statistics.median(times[name]), times[name]) for name in calls}
-
-
 def _record(framework, kind, model, shape, images, first, median, times, kernel_grad=""):
   r = {"framework": framework, "kind": kind, "model": model, "shape": shape,
        "kernel_grad": kernel_grad,
@@ -105,159 +70,6 @@ def _record(framework, kind, model, shape, images, first, median, times, kernel_
         f"first call {first:6.2f} s  {1e3 * median:8.1f} ms/step  {images / median:8.0f} img/s",
         flush=True)
   return r
-
-
-def jax_compute(model_name, kernel_grad, num_images):
-  """Forward + backward + Nesterov SGD on one fixed batch, jit-compiled, state donated."""
-  model = models.build(config_lib.model_config(model_name, kernel_grad=kernel_grad), 10)
-  rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.random((num_images, 28, 28, 1), np.float32))
-  y = jnp.asarray(rng.integers(0, 10, num_images))
-  variables = model.init(jax.random.key(0), x[:2])
-  tx = optax.sgd(LR, momentum=MOMENTUM, nesterov=True)
-  state = (variables["params"], variables.get("batch_stats", {}),
-           tx.init(variables["params"]))
-
-  def step(state, x, y):
-    params, stats, opt_state = state
-
-    def loss_fn(p):
-      logits, updates = model.apply({"params": p, "batch_stats": stats}, x, train=True,
-                                    mutable=["batch_stats"])
-      return losses.cross_entropy(logits, y), updates["batch_stats"]
-    (_, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), stats, opt_state
-
-  step = jax.jit(step, donate_argnums=0)
-  box = [state]
-
-  def call():
-    box[0] = step(box[0], x, y)
-    jax.block_until_ready(box[0])
-  return call
-
-
-def jax_full_step(model_name, kernel_grad, shape):
-  """The trainer's own step for the method of this shape, on MNIST."""
-  arg = f"model={model_name}"
-  config = (supervised_config if shape == "supervised" else fixmatch_config).get_config(arg)
-  config.model.kernel_grad = kernel_grad
-  setup = train.Setup(config)
-  tx, schedule = optim.make(config.optim, config.num_steps)
-  state = train.init_state(setup.model, tx, config, setup.dataset.image_shape, setup.mesh)
-  data = input_pipeline.make_train_data(setup.dataset, setup.split, setup.mesh)
-  step = train.make_train_step(setup.model, setup.method, tx, schedule, config, setup.mesh)
-  box = [state]
-
-  def call():
-    box[0], metrics = step(box[0], data)
-    jax.block_until_ready((box[0], metrics))
-  return call, setup.method.images_per_step
-
-
-def torch_compute(model_name, num_images):
-  import torch  # pylint: disable=g-import-not-at-top
-  from torch import nn  # pylint: disable=g-import-not-at-top
-
-  def lenet():
-    return nn.Sequential(
-        nn.Conv2d(1, 32, 5, padding=2, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 5, padding=2, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10))
-
-  class Block(nn.Module):
-    def __init__(self, cin, cout, stride):
-      super().__init__()
-      self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-      self.bn1 = nn.BatchNorm2d(cout)
-      self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-      self.bn2 = nn.BatchNorm2d(cout)
-      self.shortcut = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                     nn.BatchNorm2d(cout))
-                       if cin != cout or stride != 1 else nn.Identity())
-
-    def forward(self, x):
-      y = torch.relu(self.bn1(self.conv1(x)))
-      return torch.relu(self.shortcut(x) + self.bn2(self.conv2(y)))
-
-  def resnet(widths=(16, 32, 64)):
-    layers = [nn.Conv2d(1, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]),
-              nn.ReLU()]
-    cin = widths[0]
-    for i, w in enumerate(widths):
-      layers.append(Block(cin, w, 2 if i else 1))
-      cin = w
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, 10)]
-    return nn.Sequential(*layers)
-
-  torch.manual_seed(0)
-  net = {"lenet": lenet, "resnet": resnet}[model_name]()
-  opt = torch.optim.SGD(net.parameters(), lr=LR, momentum=MOMENTUM, nesterov=True)
-  rng = np.random.default_rng(0)
-  x = torch.from_numpy(rng.random((num_images, 1, 28, 28), np.float32))
-  y = torch.from_numpy(rng.integers(0, 10, num_images))
-  net.train()
-
-  def call():
-    opt.zero_grad(set_to_none=True)
-    nn.functional.cross_entropy(net(x), y).backward()
-    opt.step()
-  return call, torch.__version__, torch.get_num_threads()
-
-
-def load_config(config_arg):
-  """configs/NAME.py[:preset] -> the config."""
-  path, _, preset = config_arg.partition(":")
-  module = importlib.import_module("configs." + pathlib.Path(path).stem)
-  return module.get_config(preset or None)
-
-
-def time_to_accuracy(config, target, eval_every, label_seed, workdir=None):
-  """Trains `config` from scratch in a fresh folder; returns a record with
-  the first time (from the start, every stage counted, the timing
-  evaluations left out) at which an evaluation of the EMA model reached
-  `target`, and the final accuracy."""
-  # Earlier stages take their data and seed from the last one (train.pretrain_config).
-  config.data.label_seed = config.seed = label_seed
-  stage, stages = config, []
-  while stage.get("method"):
-    stage.eval_every = eval_every
-    stages.append(stage)
-    stage = stage.pretrain
-  workdir = pathlib.Path(workdir or tempfile.mkdtemp(prefix="time_to_accuracy_"))
-  start = time.time()
-  results = train.train_and_evaluate(config, workdir)
-  total = time.time() - start
-  evals = []
-  for depth in range(len(stages)):  # every stage's evaluations, in time order
-    log = workdir.joinpath(*["pretrain"] * depth) / "evals.jsonl"
-    if log.exists():
-      evals += [json.loads(line) for line in log.read_text().splitlines()]
-  evals.sort(key=lambda e: e["time"])
-  # Time to an evaluation, less the evaluations so far (they exist only to time the run).
-  eval_total = 0.0
-  for e in evals:
-    eval_total += e.get("eval_seconds", 0.0)
-    e["train_time"] = e["time"] - start - eval_total
-  reached = next((e for e in evals if e["test_ema"]["accuracy"] >= target), None)
-  record = {"config": config.name, "label_seed": label_seed, "target": target,
-            "eval_every": eval_every, "wall_seconds_total": round(total, 1),
-            "final_test_accuracy_ema": results["test_accuracy_ema"],
-            "seconds_to_target": round(reached["train_time"], 1) if reached else None,
-            "evaluation_seconds": round(eval_total, 1),
-            # (seconds from the start less evaluations, step, test accuracy of the EMA model)
-            "curve": [(round(e["train_time"], 1), e["step"], e["test_ema"]["accuracy"])
-                      for e in evals],
-            "workdir": str(workdir)}
-  print(f"{config.name}, label seed {label_seed}: final test accuracy (EMA) "
-        f"{results['test_accuracy_ema']:.4f} after {total / 60:.1f} min "
-        f"({eval_total / 60:.1f} of them in the timing evaluations); "
-        + (f"{target:.2%} first reached after {record['seconds_to_target'] / 60:.1f} min"
-           if reached else f"{target:.2%} not reached"), flush=True)
-  return record
 
 
 def _write(out):
@@ -299,7 +111,7 @@ def main(argv):
         calls["torch", "compute", ""], version, threads = torch_compute(model_name, images)
         counts["torch", "compute", ""] = images
         out["machine"].update(torch=version, torch_threads=threads)
-      timed = _time(calls, _REPEATS.value)
+      timed = time_calls(calls, _REPEATS.value)
       records = {key: _record(key[0], key[1], model_name, shape, counts[key], *timed[key],
                               kernel_grad=key[2]) for key in calls}
       out["records"] += list(records.values())

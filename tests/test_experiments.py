@@ -67,9 +67,9 @@ def test_seed_runner_writes_the_table_skips_finished_seeds_and_reuses_stages(toy
 
 
 def test_benchmark_calls_take_turns_and_report_medians():
-  from experiments import benchmark
+  from experiments import speed
   order = []
-  timed = benchmark._time({"a": lambda: order.append("a"), "b": lambda: order.append("b")},
+  timed = speed.time_calls({"a": lambda: order.append("a"), "b": lambda: order.append("b")},
                           repeats=3)
   # First calls (compilation) once each, then one timing of each per round.
   assert order == ["a", "b"] + ["a", "b"] * 3
@@ -78,17 +78,17 @@ def test_benchmark_calls_take_turns_and_report_medians():
 
 
 def test_benchmark_jax_step_runs():
-  from experiments import benchmark
-  call = benchmark.jax_compute("lenet", "auto", 4)
+  from experiments import speed
+  call = speed.jax_compute("lenet", "auto", 4)
   call()  # compiles and runs one donated step; a second call reuses the state
   call()
 
 
 def test_time_to_accuracy_leaves_out_the_timing_evaluations(toy_config, tmp_path):
-  from experiments import benchmark
+  from experiments import speed
   config = toy_config
   config.num_steps, config.checkpoint_every = 6, 6
-  record = benchmark.time_to_accuracy(config, target=0.0, eval_every=2, label_seed=1,
+  record = speed.time_to_accuracy(config, target=0.0, eval_every=2, label_seed=1,
                                       workdir=tmp_path)
   assert config.data.label_seed == 1 and record["label_seed"] == 1
   steps = [step for _, step, _ in record["curve"]]
