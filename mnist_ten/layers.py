@@ -20,7 +20,6 @@ own (see `use_im2col`): cuDNN and the TPU compiler handle it well. `experiments/
 Speed section give the timings.
 """
 import functools
-import math
 from typing import Sequence
 
 import flax.linen as nn
