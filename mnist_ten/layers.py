@@ -16,8 +16,8 @@ elementwise select; XLA:CPU's `reduce_window` gradient (`select_and_scatter`)
 is several times slower.
 
 Off CPU (GPU, TPU) and across several devices the convolution is XLA's
-own (see `use_im2col`): cuDNN and the TPU compiler handle it well. `experiments/benchmark.py` and the README's
-Speed section give the timings.
+own (see `use_im2col`): cuDNN and the TPU compiler handle it well.
+`experiments/benchmark.py` and the README's Speed section give the timings.
 """
 import functools
 from typing import Sequence
