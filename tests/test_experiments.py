@@ -98,5 +98,9 @@ def test_time_to_accuracy_leaves_out_the_timing_evaluations(toy_config, tmp_path
   assert record["evaluation_seconds"] == round(sum(e["eval_seconds"] for e in logged), 1)
   # Target 0 is reached at the first evaluation, timed without it.
   assert record["seconds_to_target"] == record["curve"][0][0]
-  assert record["seconds_to_target"] < record["wall_seconds_total"] - record["evaluation_seconds"]
+  # Each of the three is rounded to 0.1 s, and the steps after the first
+  # evaluation can take less than that on a fast machine (CI failed on a strict <).
+  slack = 0.15
+  assert record["seconds_to_target"] <= (record["wall_seconds_total"]
+                                         - record["evaluation_seconds"] + slack)
   assert record["final_test_accuracy_ema"] == record["curve"][-1][2]
