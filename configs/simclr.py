@@ -6,21 +6,35 @@ image, projection MLP, NT-Xent with temperature. Then `probe`:
   finetune   the whole network fine-tuned on the labeled examples
   knn        no second stage: each test image takes the class of the nearest
              labeled example in feature space
+  propagate  the labels spread over a nearest-neighbour graph of the encoder's
+             features (Poisson learning, `mnist_ten.graph`), then the whole
+             network fine-tuned on the labeled examples and those pseudo-labels
+             (method `propagate`, as in configs/default.py but with SimCLR's
+             features as the only graph features)
 
-Presets: probe=linear|finetune|knn (default linear), quick, model=NAME.
+Presets: probe=linear|finetune|knn|propagate (default linear), quick, model=NAME.
 """
 from mnist_ten import config as config_lib
 
 STRONG = ("affine(rotate=20, shift=0.15, scale=0.2, shear=15, elastic=1.5)|"
           "cutout(size=10)|contrast(lower=0.6, upper=1.4)|brightness(delta=0.2)")
+PROBES = ("linear", "finetune", "knn", "propagate")
+# probe=propagate: one label per class reaches few test images through the
+# nearest labeled example (1-NN: 66.9% on label seeds 0-2), but the graph
+# carries it along chains of near neighbours (Poisson pseudo-labels on the
+# same features, seeds 0-2: 97.4, 96.2, 83.2% of the unlabeled images).
+# Deformations for the fine-tuning as in configs/default.py.
+PROPAGATE_LABELED = "affine(rotate=15, shift=0.1, scale=0.15, shear=15, elastic=1)"
+PROPAGATE_STRONG = "affine(rotate=10, shift=0.1, scale=0.1, shear=10, elastic=1)"
 
 
 def get_config(arg=None):
   flags, options = config_lib.parse_arg(arg)
   config_lib.check_preset("simclr", flags, options, ("quick",), ("probe", "model"))
   probe = options.get("probe", "linear")
-  if probe not in ("linear", "finetune", "knn"):
-    raise config_lib.ConfigError(f"simclr: probe must be linear, finetune or knn, got {probe!r}")
+  if probe not in PROBES:
+    raise config_lib.ConfigError(f"simclr: probe must be one of {', '.join(PROBES)}, "
+                                 f"got {probe!r}")
   model = config_lib.model_config(options.get("model", "lenet"))
 
   stage1 = config_lib.base()
@@ -43,6 +57,21 @@ def get_config(arg=None):
   if probe == "knn":
     c = stage1
     c.name = name
+  elif probe == "propagate":
+    c = config_lib.base()
+    c.name = name
+    c.method = "propagate"
+    c.model = model
+    c.pretrain = stage1
+    c.batch_size = 16
+    c.propagate = dict(features="encoder(dim=64)", k=10, iterations=600, keep=1.0, mu=8,
+                       lambda_u=1.0, agree_with_init=False, consistency=0.0, threshold=0.95)
+    c.augment.labeled = PROPAGATE_LABELED
+    c.augment.strong = PROPAGATE_STRONG
+    c.optim.lr = 0.03
+    c.num_steps = 800
+    c.eval_every = 400
+    c.checkpoint_every = 200
   else:
     c = config_lib.base()
     c.name = name
@@ -59,4 +88,7 @@ def get_config(arg=None):
   if "quick" in flags:
     for stage in (stage1, c):
       config_lib.shorten(stage, num_steps=20, batch_size=16)
+    if probe == "propagate":
+      c.batch_size = 8
+      c.propagate.iterations = 50
   return c

@@ -10,6 +10,8 @@ import pytest
 from tests.conftest import ROOT
 
 CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py") if not p.stem.startswith("_"))
+# Every config's smoke run, and presets that change which stages run.
+PRESETS = [f"{name}:quick" for name in CONFIGS] + ["simclr:quick,probe=propagate"]
 
 
 def launch(*args, env=None):
@@ -17,18 +19,19 @@ def launch(*args, env=None):
                         text=True, env={**os.environ, **(env or {})}, timeout=600)
 
 
-@pytest.mark.parametrize("name", CONFIGS)
-def test_quick_preset_runs_end_to_end(name, tmp_path, mnist_data_overrides):
+@pytest.mark.parametrize("preset", PRESETS)
+def test_quick_preset_runs_end_to_end(preset, tmp_path, mnist_data_overrides):
+  name, arg = preset.split(":")
   overrides = [f"--config.data.{k}={v}" for k, v in mnist_data_overrides.items()]
-  out = launch(f"--config=configs/{name}.py:quick", f"--workdir={tmp_path}", *overrides,
+  out = launch(f"--config=configs/{name}.py:{arg}", f"--workdir={tmp_path}", *overrides,
                env={"MNIST_TEN_CACHE": str(tmp_path.parent / "cache")})
   assert out.returncode == 0, out.stderr[-3000:]
   results = json.loads((tmp_path / "results.json").read_text())
-  assert results["config"] == f"{name}:quick"
+  assert results["config"] == preset
   assert results["dataset"] == "mnist" and len(results["labeled_indices"]) == 10
   assert 0.1 <= results["test_accuracy_ema"] <= 1.0  # above chance is not asked of a smoke run
   saved = json.loads((tmp_path / "config.json").read_text())
-  assert saved["name"] == f"{name}:quick"
+  assert saved["name"] == preset
 
 
 @pytest.mark.parametrize("args, message", [
