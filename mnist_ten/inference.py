@@ -13,22 +13,29 @@ import numpy as np
 
 from mnist_ten import checkpoint
 from mnist_ten import datasets
+from mnist_ten import input_pipeline
 from mnist_ten import methods
 from mnist_ten import models
+from mnist_ten import splits
 from mnist_ten.errors import WorkdirError
 
 
 class Classifier:
   """Callable images -> (labels [N], probabilities [N, num_classes]) as numpy."""
 
-  def __init__(self, probs_fn, image_shape, num_classes: int, features_fn=None):
+  def __init__(self, probs_fn, image_shape, num_classes: int, features_fn=None, vote_fn=None):
     self._probs = jax.jit(probs_fn)
     self._features = jax.jit(features_fn) if features_fn else None
+    self._vote = vote_fn  # host images in [0, 255] -> class votes, or None
     self.image_shape = tuple(image_shape)
     self.num_classes = num_classes
 
   def __call__(self, images, batch_size: int = 1000):
     probs = self._batched(self._probs, images, batch_size, self.num_classes)
+    if self._vote is not None and len(probs):
+      # As the run evaluated itself: the network's probabilities plus the
+      # method's vote (halved, to stay a distribution).
+      probs = (probs + self._vote(self._as_float(images) * 255.0)) / 2.0
     return probs.argmax(-1), probs
 
   def features(self, images, batch_size: int = 1000) -> np.ndarray:
@@ -37,7 +44,8 @@ class Classifier:
       raise WorkdirError("a nearest-neighbour run has no encoder features")
     return self._batched(self._features, images, batch_size, None)
 
-  def _batched(self, fn, images, batch_size, width):
+  def _as_float(self, images) -> np.ndarray:
+    """Checked images as float32 [N, H, W, C] in [0, 1]."""
     images = np.asarray(images)
     if images.ndim == 3 and self.image_shape[-1] == 1:
       images = images[..., None]  # [N, H, W] grey images
@@ -46,14 +54,23 @@ class Classifier:
                        f"got {list(images.shape)}")
     if np.issubdtype(images.dtype, np.integer):
       images = images.astype(np.float32) / 255.0
+    return np.asarray(images, np.float32)
+
+  def _batched(self, fn, images, batch_size, width):
+    images = self._as_float(images)
     if not len(images):
       return np.zeros((0, width or 0), np.float32)
     return np.concatenate([np.asarray(fn(jnp.asarray(images[i:i + batch_size], jnp.float32)))
                            for i in range(0, images.shape[0], batch_size)])
 
 
-def load_classifier(workdir, *, use_ema: bool = True) -> Classifier:
-  """The latest checkpoint of the run in `workdir` as a `Classifier`."""
+def load_classifier(workdir, *, use_ema: bool = True, vote: bool = True) -> Classifier:
+  """The latest checkpoint of the run in `workdir` as a `Classifier`.
+
+  A run whose method votes with the network (`propagate.vote`) predicts as it
+  was evaluated, network and vote together; the vote's graph is rebuilt from
+  the run's data and split, as training built it (about a minute on a
+  CPU). vote=False: the network alone, at once."""
   workdir = pathlib.Path(workdir)
   if not (workdir / "config.json").exists():
     raise WorkdirError(f"{str(workdir)!r} holds no run (no config.json)")
@@ -81,8 +98,15 @@ def load_classifier(workdir, *, use_ema: bool = True) -> Classifier:
   # Through numpy: a checkpoint of a multi-device run comes back spread over
   # that run's devices; this classifier runs on this process's own device.
   variables = jax.device_put(jax.tree.map(np.asarray, variables))
+  vote_fn = None
+  if vote and method.votes:
+    dataset = datasets.load(config.data)
+    run_split = splits.Split.from_json(split, dataset.train_labels.shape[0])
+    method.prepare(input_pipeline.host_train_data(dataset, run_split))
+    vote_fn = method.vote
   return Classifier(
       lambda images: jax.nn.softmax(model.apply(variables, images, train=False)),
       image_shape, num_classes,
       features_fn=lambda images: model.apply(variables, images, train=False,
-                                             output="features"))
+                                             output="features"),
+      vote_fn=vote_fn)

@@ -41,6 +41,7 @@ class EvalSet(NamedTuple):
   name: str
   images: jax.Array  # uint8, on device
   labels: np.ndarray  # on the host, for metrics
+  host_images: np.ndarray  # the same images on the host (for `Method.vote`)
 
 
 class Batch(NamedTuple):
@@ -85,11 +86,11 @@ def make_train_data(dataset: Dataset, split: Split, mesh=None) -> TrainData:
 
 def make_eval_sets(dataset: Dataset, split: Split, mesh):
   sets = [EvalSet("test", parallel.put_replicated(dataset.test_images, mesh),
-                  dataset.test_labels)]
+                  dataset.test_labels, dataset.test_images)]
   if split.validation.size:
-    sets.append(EvalSet("val", parallel.put_replicated(
-        dataset.train_images[split.validation], mesh),
-                        dataset.train_labels[split.validation]))
+    val_images = dataset.train_images[split.validation]
+    sets.append(EvalSet("val", parallel.put_replicated(val_images, mesh),
+                        dataset.train_labels[split.validation], val_images))
   return sets
 
 

@@ -21,6 +21,16 @@ class Split:
     return {"labeled": self.labeled.tolist(), "validation": self.validation.tolist(),
             "num_unlabeled": int(self.unlabeled.size)}
 
+  @classmethod
+  def from_json(cls, record: dict, num_train: int) -> "Split":
+    """The split that `to_json` wrote, for a train split of `num_train` images."""
+    labeled = np.asarray(record["labeled"], np.int64)
+    validation = np.asarray(record["validation"], np.int64)
+    taken = np.zeros(num_train, bool)
+    taken[labeled] = True
+    taken[validation] = True
+    return cls(labeled=labeled, unlabeled=np.flatnonzero(~taken), validation=validation)
+
 
 def draw_labeled(labels: np.ndarray, num_classes: int, labels_per_class: int,
                  seed: int, exclude: np.ndarray = None) -> np.ndarray:

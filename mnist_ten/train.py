@@ -390,9 +390,22 @@ def _train(config, workdir, setup, is_main, start_time) -> Dict:
                  100 * float(np.mean(data.pseudo_weights > 0)))
   data = input_pipeline.to_device(data, mesh)
   eval_sets = input_pipeline.make_eval_sets(dataset, split, mesh)
+  # What the method adds to the network's probabilities at prediction (e.g. a
+  # graph's vote): fixed for the run, so computed once, with `prepare`.
+  t = time.time()
+  votes = {s.name: method.vote(s.host_images) for s in eval_sets}
+  votes = {name: v for name, v in votes.items() if v is not None}
+  if votes:
+    prepare_seconds += time.time() - t
+    for eval_set in eval_sets:
+      if eval_set.name in votes:
+        logging.info("the method votes with the network (%s); its vote alone is right on "
+                     "%.2f%% of the %s images", _format_seconds(time.time() - t), 100 * np.mean(
+                         votes[eval_set.name].argmax(1) == eval_set.labels), eval_set.name)
   if config.eval_with == "head":
-    predict = evaluate.make_predict(lambda v, x: model.apply(v, x, train=False),
-                                    config.eval_batch_size, parallel.batch_sharded(mesh))
+    predict = evaluate.make_predict(lambda v, x: jax.nn.softmax(model.apply(v, x, train=False)),
+                                    config.eval_batch_size, parallel.batch_sharded(mesh),
+                                    argmax=False)
   else:  # "knn": nearest labeled example in the encoder's feature space
     predict = evaluate.make_knn_predict(
         lambda v, x: model.apply(v, x, train=False, output="features"),
@@ -405,12 +418,20 @@ def _train(config, workdir, setup, is_main, start_time) -> Dict:
     eval_start = time.time()
     out = {}
     for eval_set in eval_sets:
+      vote = votes.get(eval_set.name)
       for tag, params in [("ema", state.ema_params), ("raw", state.params)]:
         variables = {"params": params}
         if state.batch_stats:
           variables["batch_stats"] = state.batch_stats
+        outputs = predict(variables, eval_set.images)
+        if outputs.ndim == 2:  # probabilities (eval_with="head")
+          if vote is not None and tag == "ema":
+            # The network alone too ("net"), to see what the vote adds.
+            out[f"{eval_set.name}_net"] = evaluate.classification_metrics(
+                eval_set.labels, outputs.argmax(-1), dataset.num_classes)
+          outputs = (outputs if vote is None else outputs + vote).argmax(-1)
         out[f"{eval_set.name}_{tag}"] = evaluate.classification_metrics(
-            eval_set.labels, predict(variables, eval_set.images), dataset.num_classes)
+            eval_set.labels, outputs, dataset.num_classes)
     scalars = {}
     for key, metrics in out.items():
       split_name, tag = key.split("_")
@@ -485,6 +506,8 @@ def _train(config, workdir, setup, is_main, start_time) -> Dict:
       "images_per_second": images_per_second})
   if "val_ema" in final:
     results["val_accuracy_ema"] = final["val_ema"]["accuracy"]
+  if "test_net" in final:  # the EMA network without the method's vote
+    results["test_accuracy_network_ema"] = final["test_net"]["accuracy"]
   if is_main:
     _write_json(workdir / "results.json", results)
   writer.close()

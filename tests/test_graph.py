@@ -101,3 +101,35 @@ def test_embed_blocks_are_unit_norm_and_bad_specs_are_refused():
     graph.embed(images, "sift(dim=8)")
   with pytest.raises(ConfigError, match="graph feature 'hog'"):
     graph.embed(images, "hog(size=3)")
+
+
+def test_fitted_embedding_sends_new_images_through_the_same_projection():
+  rng = np.random.default_rng(4)
+  images = (rng.random((60, 28, 28, 1)) * 255).astype(np.uint8)
+  embedding, features = graph.fit_embedding(images, "deskew(dim=8)|hog(cell=7, dim=4)")
+  np.testing.assert_allclose(features, graph.embed(images, "deskew(dim=8)|hog(cell=7, dim=4)"),
+                             atol=1e-6)
+  # The fitted images again, one at a time and as floats: the same features.
+  np.testing.assert_allclose(embedding(images[:3].astype(np.float32)), features[:3], atol=1e-4)
+  # A new image is projected, not refitted: its own PCA would centre it on itself.
+  new = embedding(images[:1] // 2)
+  assert new.shape == (1, 12) and np.abs(new).sum() > 0
+
+
+def test_knn_vote_carries_the_memory_labels_to_new_points():
+  rng = np.random.default_rng(5)
+  centres = rng.normal(size=(3, 16))
+  memory = np.repeat(centres, 20, axis=0) + 0.05 * rng.normal(size=(60, 16))
+  labels = np.repeat(np.arange(3), 20)
+  labels[0] = 2  # one wrong memory label is outvoted
+  queries = centres + 0.05 * rng.normal(size=(3, 16))
+  votes = graph.knn_vote(queries, memory, labels, k=10, num_classes=4, chunk=2)
+  assert votes.shape == (3, 4)
+  np.testing.assert_allclose(votes.sum(1), 1.0, rtol=1e-6)
+  np.testing.assert_array_equal(votes.argmax(1), [0, 1, 2])
+  assert np.all(votes[:, 3] == 0)  # a class no memory row holds gets no vote
+  # k=1 is the nearest memory row's label.
+  one = graph.knn_vote(memory[5:6] + 1e-3, memory, labels, k=1, num_classes=4)
+  np.testing.assert_array_equal(one, [[1, 0, 0, 0]])
+  with pytest.raises(ConfigError, match="k=61"):
+    graph.knn_vote(queries, memory, labels, k=61, num_classes=4)

@@ -20,6 +20,22 @@ def test_load_classifier_reproduces_the_reported_accuracy(toy_config, tmp_path):
     clf(np.zeros((2, 28, 28, 1)))
 
 
+def test_load_classifier_of_a_voting_run_predicts_as_the_run_was_evaluated(toy_config, tmp_path):
+  toy_config.method = "propagate"
+  toy_config.augment.strong = "none"
+  toy_config.propagate = dict(features="pixels(dim=32)", k=5, iterations=200, keep=1.0, mu=2,
+                              lambda_u=1.0, vote=5)
+  results = mnist_ten.train_and_evaluate(toy_config, tmp_path)
+  test = datasets.load_idx_dir(toy_config.data.idx_dir)
+  labels, probs = mnist_ten.load_classifier(tmp_path)(test.test_images)
+  np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+  assert np.mean(labels == test.test_labels) == pytest.approx(results["test_accuracy_ema"])
+  # vote=False is the network alone, as results.json reports it too.
+  alone, _ = mnist_ten.load_classifier(tmp_path, vote=False)(test.test_images)
+  assert np.mean(alone == test.test_labels) == pytest.approx(
+      results["test_accuracy_network_ema"])
+
+
 def test_load_classifier_of_knn_run(toy_config, tmp_path):
   toy_config.method = "knn"
   results = mnist_ten.train_and_evaluate(toy_config, tmp_path)

@@ -197,6 +197,39 @@ def test_propagate_refuses_encoder_features_without_init_from(toy_config):
     methods.build(toy_config, methods.Context(num_classes=10, hflip_allowed=False))
 
 
+def test_propagate_vote_adds_the_graph_labels_of_the_nearest_training_images(toy_config):
+  from mnist_ten import datasets, input_pipeline, methods, splits
+  from mnist_ten.errors import ConfigError
+  config = toy_config
+  config.method = "propagate"
+  config.augment.strong = "none"
+  config.propagate = dict(features="pixels(dim=32)", k=5, iterations=200, keep=1.0, mu=2,
+                          lambda_u=1.0, vote=5)
+  ctx = methods.Context(num_classes=10, hflip_allowed=False, image_shape=(24, 24, 1))
+  dataset = datasets.load(config.data)
+  split = splits.make_split(dataset.train_labels, 10, labels_per_class=1, label_seed=0)
+  method = methods.build(config, ctx)
+  assert method.votes
+  with pytest.raises(RuntimeError, match="before prepare"):
+    method.vote(dataset.test_images)
+  method.prepare(input_pipeline.host_train_data(dataset, split))
+  votes = method.vote(dataset.test_images)
+  assert votes.shape == (100, 10)
+  np.testing.assert_allclose(votes.sum(1), 1.0, rtol=1e-5)
+  # The toy graph labels the bars right, so the vote of the test images is right.
+  assert np.mean(votes.argmax(1) == dataset.test_labels) > 0.9
+  # Off by default (older configs have no `vote`), and checked.
+  del config.propagate["vote"]
+  assert methods.build(config, ctx).vote(dataset.test_images) is None
+  config.propagate.vote = -1
+  with pytest.raises(ConfigError, match="propagate.vote"):
+    methods.build(config, ctx)
+  config.propagate.vote = 5
+  config.eval_with = "knn"
+  with pytest.raises(ConfigError, match="eval_with='head'"):
+    methods.build(config, ctx)
+
+
 def test_entropy_minimisation_worked_example_lowers_unlabeled_entropy(toy_config, tmp_path):
   """The README's worked example, trained on the toy data: its own metric
   (prediction entropy on unlabeled images) falls, and it beats chance."""

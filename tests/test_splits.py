@@ -33,6 +33,13 @@ def test_split_partitions_train_set():
   assert s.validation.size == 500 and s.labeled.size == 50
 
 
+def test_split_comes_back_from_its_json_record():
+  s = splits.make_split(LABELS, 10, labels_per_class=2, label_seed=1, validation_size=300)
+  back = splits.Split.from_json(s.to_json(), LABELS.size)
+  for name in ("labeled", "unlabeled", "validation"):
+    np.testing.assert_array_equal(getattr(back, name), getattr(s, name))
+
+
 def test_explicit_indices_and_all_labels():
   s = splits.make_split(LABELS, 10, labels_per_class=1, label_seed=0,
                         labeled_indices=(5, 9, 100))

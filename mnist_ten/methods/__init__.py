@@ -13,7 +13,8 @@ labels (or None when the method asks for none). Images
 arrive un-augmented in [0, 1]: the method augments the views it needs with
 `ctx.augmenter(spec)`. The trainer stays generic: it samples the batches,
 differentiates `loss`, applies the optimizer and EMA, logs every metric (a
-metric set to NaN on a step counts as not measured there).
+metric set to NaN on a step counts as not measured there). A method may also
+`vote` at prediction time (see `Method.vote`; `propagate` does, with its graph).
 """
 import dataclasses
 import importlib
@@ -42,6 +43,7 @@ class Method:
   labeled_batch_size: int = 0
   unlabeled_batch_size: int = 0
   aux_widths: tuple = ()  # layer widths of the auxiliary head the method needs, if any
+  votes: bool = False  # True when `vote` adds to the network's predictions
 
   def __init__(self, config, ctx: Context):
     self.config = config
@@ -62,6 +64,13 @@ class Method:
 
   def loss(self, params, *, forward, labeled, unlabeled, rng, step):
     raise NotImplementedError
+
+  def vote(self, images):
+    """Class votes [N, num_classes] (rows summing to 1) for uint8 host images
+    [N, H, W, C], added to the network's probabilities wherever the run
+    predicts (its evaluations, `load_classifier`); None: the network alone.
+    Called after `prepare`, with what it computed."""
+    return None
 
 
 def build(config, ctx: Context) -> Method:
