@@ -7,7 +7,7 @@ read; nothing here feeds back into training. It reports, for the run's own
 split (its config and split.json):
   - for `propagate` runs: the accuracy of the graph pseudo-labels the method
     prepared, overall and on the weighted (kept) ones;
-  - for every trained run: the final (EMA) model's accuracy on the unlabeled
+  - for every trained run: the final (EMA) network's accuracy on the unlabeled
     train images, and the accuracy and coverage of its predictions with
     confidence >= threshold (FixMatch's pseudo-labels).
 Prints JSON and writes it to RUN_WORKDIR/pseudo_labels.json.
@@ -44,7 +44,10 @@ def diagnose(workdir: pathlib.Path, threshold: float) -> dict:
     out["graph_kept_fraction"] = float(kept.mean())
     out["graph_kept_accuracy"] = float((pseudo[kept] == truth[kept]).mean())
   if setup.method.trains:
-    predicted, probs = load_classifier(workdir)(dataset.train_images[split.unlabeled])
+    # The network alone: a graph's vote (propagate.vote) would hand these
+    # training images their own pseudo-labels back.
+    predicted, probs = load_classifier(workdir, vote=False)(
+        dataset.train_images[split.unlabeled])
     confident = probs.max(-1) >= threshold
     out["model_accuracy_on_unlabeled"] = float((predicted == truth).mean())
     out["model_confident_fraction"] = float(confident.mean())
