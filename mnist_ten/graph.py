@@ -107,12 +107,6 @@ def fit_pca(x: np.ndarray, dim: int, fit_every: int = 10) -> Tuple[np.ndarray, n
   return mean, vt[:dim].T
 
 
-def pca(x: np.ndarray, dim: int, fit_every: int = 10) -> np.ndarray:
-  """Projection of `x` on its own top `dim` principal components."""
-  mean, components = fit_pca(x, dim, fit_every)
-  return (np.asarray(x, np.float32) - mean) @ components
-
-
 def _unit(x):
   return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)
 
@@ -273,15 +267,6 @@ def poisson_scores(features: np.ndarray, seeds: np.ndarray, seed_labels: np.ndar
   return np.asarray(poisson_learning(
       jnp.asarray(idx), jnp.asarray(edge_weights(sims)), jnp.asarray(seeds),
       jnp.asarray(seed_labels), num_classes=num_classes, iterations=iterations))
-
-
-def propagate(images: np.ndarray, seeds: np.ndarray, seed_labels: np.ndarray, *,
-              num_classes: int, features: str, k: int = 10,
-              iterations: int = 600, extra: Dict[str, Callable] = None) -> np.ndarray:
-  """Poisson scores [N, num_classes] for uint8 images [N, H, W, C], from the
-  labels of images[seeds]; `features` as in `embed`."""
-  return poisson_scores(embed(images, features, extra=extra), seeds, seed_labels,
-                        num_classes=num_classes, k=k, iterations=iterations)
 
 
 def knn_vote(queries: np.ndarray, memory: np.ndarray, memory_labels: np.ndarray, *,
