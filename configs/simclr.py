@@ -65,7 +65,8 @@ def get_config(arg=None):
     c.pretrain = stage1
     c.batch_size = 16
     c.propagate = dict(features="encoder(dim=64)", k=10, iterations=600, keep=1.0, mu=8,
-                       lambda_u=1.0, agree_with_init=False, consistency=0.0, threshold=0.95)
+                       lambda_u=1.0, agree_with_init=False, consistency=0.0, threshold=0.95,
+                       vote=0)
     c.augment.labeled = PROPAGATE_LABELED
     c.augment.strong = PROPAGATE_STRONG
     c.optim.lr = 0.03

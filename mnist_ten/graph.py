@@ -173,35 +173,38 @@ def embed(images: np.ndarray, spec: str, *, batch_size: int = 5000,
   return fit_embedding(images, spec, batch_size=batch_size, extra=extra)[1]
 
 
+def _nearest(queries: np.ndarray, database: np.ndarray, k: int, *, chunk: int,
+             exclude_self: bool = False):
+  """Each query row's k most cosine-similar `database` rows: (similarities
+  [N, k], indices [N, k]), best first. Exact, one chunk of queries at a time
+  on device, the queries padded to whole chunks so that one compilation serves
+  every chunk. exclude_self: the queries are the database's own rows, and row
+  i never matches itself."""
+  n = queries.shape[0]
+  database = jnp.asarray(_unit(np.asarray(database, np.float32)))
+  queries = _unit(np.asarray(queries, np.float32))
+  queries = np.concatenate([queries, np.zeros((-n % chunk, queries.shape[1]), np.float32)])
+
+  @jax.jit
+  def top_k(block, start):
+    sims = block @ database.T
+    if exclude_self:
+      # Explicitly: duplicated images would otherwise make the first
+      # neighbour ambiguous. Indices past the database (padding) are dropped.
+      sims = sims.at[jnp.arange(chunk), start + jnp.arange(chunk)].set(-jnp.inf)
+    return jax.lax.top_k(sims, k)
+
+  sims, idx = zip(*[jax.device_get(top_k(jnp.asarray(queries[i:i + chunk]), i))
+                    for i in range(0, queries.shape[0], chunk)])
+  return np.concatenate(sims)[:n], np.concatenate(idx)[:n]
+
+
 def knn_graph(features: np.ndarray, k: int, *, chunk: int = 2000):
   """Exact k nearest neighbours by cosine similarity (self excluded):
   (similarities [N, k], indices [N, k]), best first."""
   if not 1 <= k < features.shape[0]:
     raise ConfigError(f"graph: k={k} must be in [1, {features.shape[0]})")
-  n = features.shape[0]
-  padded = -(-n // chunk) * chunk  # whole chunks; the zero rows are masked below
-  database = jnp.asarray(_unit(features), jnp.float32)
-  if padded != n:
-    database = jnp.concatenate([database, jnp.zeros((padded - n, database.shape[1]))])
-
-  @jax.jit
-  def nearest(start):
-    queries = jax.lax.dynamic_slice_in_dim(database, start, chunk)
-    sims = queries @ database.T
-    # Remove self-matches explicitly (duplicated images would otherwise
-    # make the first neighbour ambiguous).
-    sims = sims.at[jnp.arange(chunk), start + jnp.arange(chunk)].set(-jnp.inf)
-    # The zero rows that pad the database to whole chunks are never neighbours.
-    sims = jnp.where(jnp.arange(padded) < n, sims, -jnp.inf)
-    return jax.lax.top_k(sims, k)
-
-  sims, idx = [], []
-  for start in range(0, n, chunk):
-    s, i = nearest(start)
-    sims.append(np.asarray(s))
-    idx.append(np.asarray(i))
-  sims, idx = np.concatenate(sims)[:n], np.concatenate(idx)[:n]
-  return sims, idx
+  return _nearest(features, features, k, chunk=chunk, exclude_self=True)
 
 
 def edge_weights(sims: np.ndarray) -> np.ndarray:
@@ -277,19 +280,8 @@ def knn_vote(queries: np.ndarray, memory: np.ndarray, memory_labels: np.ndarray,
   image at a time (inductive: the queries never join the graph)."""
   if not 1 <= k <= memory.shape[0]:
     raise ConfigError(f"graph vote: k={k} must be in [1, {memory.shape[0]}]")
-  database = jnp.asarray(_unit(memory), jnp.float32)
-
-  @jax.jit
-  def nearest(q):
-    return jax.lax.top_k(q @ database.T, k)
-
+  sims, idx = _nearest(queries, memory, k, chunk=chunk)
   n = queries.shape[0]
-  queries = _unit(np.asarray(queries, np.float32))
-  # Whole chunks, so that one compilation serves every call.
-  padded = np.concatenate([queries, np.zeros((-n % chunk, queries.shape[1]), np.float32)])
-  sims, idx = zip(*[jax.device_get(nearest(jnp.asarray(padded[i:i + chunk])))
-                    for i in range(0, padded.shape[0], chunk)])
-  sims, idx = np.concatenate(sims)[:n], np.concatenate(idx)[:n]
   weights = edge_weights(sims)
   votes = np.zeros((n, num_classes), np.float32)
   np.add.at(votes, (np.repeat(np.arange(n), k), np.asarray(memory_labels)[idx].ravel()),
