@@ -30,9 +30,21 @@ def _train_seconds(r: dict) -> float:
   return r.get("train_seconds_all_stages", r["train_seconds"])
 
 
+def seed_ranges(seeds) -> str:
+  """[0, 1, 2, 3, 5] -> '0-3,5': which label draws a row is over."""
+  seeds, parts = sorted(set(seeds)), []
+  for s in seeds:
+    if parts and s == parts[-1][1] + 1:
+      parts[-1][1] = s
+    else:
+      parts.append([s, s])
+  return ",".join(f"{lo}" if lo == hi else f"{lo}-{hi}" for lo, hi in parts)
+
+
 def summary(rows: List[dict]) -> dict:
   acc = np.array([r["test_accuracy_ema"] for r in rows]) * 100
   return {"config": rows[0]["config"], "dataset": rows[0]["dataset"], "runs": len(rows),
+          "seeds": seed_ranges(r["label_seed"] for r in rows),
           "mean": acc.mean(), "std": acc.std(ddof=1) if len(acc) > 1 else 0.0,
           "min": acc.min(), "max": acc.max(),
           "train_min": np.mean([_train_seconds(r) for r in rows]) / 60,
@@ -64,12 +76,12 @@ def seed_table(rows: List[dict]):
 
 
 def summary_table(groups: List[List[dict]]) -> str:
-  """One markdown row per config: mean ± std, min, max over its seeds."""
-  md = ["| config | dataset | steps | seeds | mean ± std (%) | min | max | train min/run | "
+  """One markdown row per group of runs: mean ± std, min, max over its seeds."""
+  md = ["| config | dataset | steps | label seeds | mean ± std (%) | min | max | train min/run | "
         "wall min/run | images/s |", "|---|---|---|---|---|---|---|---|---|---|"]
   for rows in groups:
     s = summary(rows)
-    md.append(f"| {s['config']} | {s['dataset']} | {s['steps']} | {s['runs']} | "
+    md.append(f"| {s['config']} | {s['dataset']} | {s['steps']} | {s['seeds']} | "
               f"{s['mean']:.2f} ± "
               f"{s['std']:.2f} | {s['min']:.2f} | {s['max']:.2f} | {s['train_min']:.1f} | "
               f"{s['wall_min']:.1f} | {s['images_per_second']:.0f} |")

@@ -1,6 +1,10 @@
 """One table over several run_seeds.py output folders (the README's results table).
 
     python experiments/summarize.py experiments/results/knn experiments/results/supervised ...
+
+One row per argument; folders joined by `+` pool their seeds into one row
+(e.g. the same config's draws run in two sittings:
+experiments/results/default+experiments/results/default_seeds_5_9).
 """
 import pathlib
 import sys
@@ -9,14 +13,25 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from experiments import report  # pylint: disable=g-import-not-at-top
 
 
-def main(dirs):
+def load_group(arg: str):
+  """The finished runs of one row: the seed_* folders of each `+`-joined folder."""
+  rows = []
+  for d in map(pathlib.Path, arg.split("+")):
+    rows += [r for r in (report.load_results(w) for w in sorted(d.glob("seed_*"))) if r]
+  if len({(r["config"], r["dataset"]) for r in rows}) > 1:
+    raise SystemExit(f"{arg}: the folders hold different configs or datasets; "
+                     "pool only draws of one config")
+  return rows
+
+
+def main(args):
   groups = []
-  for d in map(pathlib.Path, dirs):
-    rows = [r for r in (report.load_results(w) for w in sorted(d.glob("seed_*"))) if r]
+  for arg in args:
+    rows = load_group(arg)
     if rows:
       groups.append(rows)
     else:
-      print(f"(no finished runs in {d})", file=sys.stderr)
+      print(f"(no finished runs in {arg})", file=sys.stderr)
   print(report.summary_table(groups))
 
 

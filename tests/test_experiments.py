@@ -3,6 +3,7 @@ benchmark's timing and time-to-accuracy accounting."""
 import json
 
 import numpy as np
+import pytest
 
 from experiments import pseudo_labels, report
 
@@ -20,6 +21,29 @@ def test_train_time_and_steps_count_every_stage_and_preparation(tmp_path):
   assert full["steps_all_stages"] == [1, 2, 3]  # first stage first
   assert report.load_results(tmp_path / "pretrain")["train_seconds_all_stages"] == 630.0
   assert report.load_results(tmp_path / "missing") is None
+
+
+def _finished(workdir, seed, accuracy, config="default", dataset="mnist"):
+  workdir.mkdir(parents=True)
+  (workdir / "results.json").write_text(json.dumps(
+      {"config": config, "dataset": dataset, "label_seed": seed, "test_accuracy_ema": accuracy,
+       "train_seconds": 60.0, "wall_seconds": 66.0, "images_per_second": 100.0, "steps": 5}))
+
+
+def test_summary_pools_folders_joined_by_plus_and_names_the_seeds(tmp_path, capsys):
+  from experiments import summarize
+  assert report.seed_ranges([3, 0, 1, 2, 5, 7, 8]) == "0-3,5,7-8"
+  for seed, acc in ((0, 0.9), (1, 0.8)):
+    _finished(tmp_path / "a" / f"seed_{seed}", seed, acc)
+  _finished(tmp_path / "b" / "seed_5", 5, 0.7)
+  summarize.main([str(tmp_path / "a"), f"{tmp_path / 'a'}+{tmp_path / 'b'}"])
+  rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| default")]
+  assert rows[0].split(" | ")[3:5] == ["0-1", "85.00 ± 7.07"]
+  assert rows[1].split(" | ")[3:5] == ["0-1,5", "80.00 ± 10.00"]
+  # Draws of another dataset are not pooled into the row.
+  _finished(tmp_path / "c" / "seed_2", 2, 0.5, dataset="fashion_mnist")
+  with pytest.raises(SystemExit, match="different configs or datasets"):
+    summarize.main([f"{tmp_path / 'a'}+{tmp_path / 'c'}"])
 
 
 def test_pseudo_label_diagnostic_reads_hidden_labels_outside_training(toy_config, tmp_path):
