@@ -216,3 +216,28 @@ def test_log_means_skip_unmeasured_metrics_but_never_a_nan_loss():
   assert train._window_means(pending) == {"loss": 2.0, "loss/pretext": 4.0}  # pylint: disable=protected-access
   pending[0]["loss"] = float("nan")
   assert np.isnan(train._window_means(pending)["loss"])  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize("preset", ["default.py:quick", "fixmatch.py:quick"])
+def test_colour_images_of_another_size_train_end_to_end(preset, tmp_path):
+  """Any TFDS image dataset, not only 28x28 greyscale: 32x32 RGB images (as
+  CIFAR-10's) through the graph's features, the models and the augmentations
+  (flips on), from an array cache as a prepared TFDS dataset leaves one."""
+  import importlib
+  from tests.conftest import make_toy_arrays
+  from mnist_ten import datasets
+  (tx, ty), (vx, vy) = make_toy_arrays(size=32)
+  rgb = lambda x: np.stack([x, x[:, ::-1], 255 - x], -1)  # pylint: disable=unnecessary-lambda-assignment
+  datasets.save_cache(datasets.Dataset(
+      name="toy_rgb", train_images=rgb(tx), train_labels=ty.astype(np.int32),
+      test_images=rgb(vx), test_labels=vy.astype(np.int32), num_classes=10), tmp_path / "cache")
+  module, arg = preset.split(":")
+  config = importlib.import_module(f"configs.{module[:-3]}").get_config(arg)
+  stage = config
+  while stage.get("method"):
+    stage.data.name, stage.data.cache_dir, stage.data.hflip = "toy_rgb", str(tmp_path / "cache"), "true"
+    stage = stage.get("pretrain") or {}
+  results = train.train_and_evaluate(config, tmp_path / "run")
+  assert results["dataset"] == "toy_rgb"
+  assert json.loads((tmp_path / "run" / "split.json").read_text())["image_shape"] == [32, 32, 3]
+  assert 0.0 <= results["test_accuracy_ema"] <= 1.0
