@@ -4,7 +4,10 @@
 
 One row per argument; folders joined by `+` pool their seeds into one row
 (e.g. the same config's draws run in two sittings:
-experiments/results/default+experiments/results/default_seeds_5_9).
+experiments/results/default+experiments/results/default_seeds_5_9), and
+`=LABEL` at the end names the row where the config's name alone would not
+tell it from another (command-line overrides are not part of the name):
+"experiments/results/simclr_propagate_vote=simclr:probe=propagate (vote=10)".
 """
 import pathlib
 import sys
@@ -27,9 +30,10 @@ def load_group(arg: str):
 def main(args):
   groups = []
   for arg in args:
-    rows = load_group(arg)
+    folders, _, label = arg.partition("=")
+    rows = load_group(folders)
     if rows:
-      groups.append(rows)
+      groups.append([dict(r, config=label) for r in rows] if label else rows)
     else:
       print(f"(no finished runs in {arg})", file=sys.stderr)
   print(report.summary_table(groups))

@@ -36,10 +36,12 @@ def test_summary_pools_folders_joined_by_plus_and_names_the_seeds(tmp_path, caps
   for seed, acc in ((0, 0.9), (1, 0.8)):
     _finished(tmp_path / "a" / f"seed_{seed}", seed, acc)
   _finished(tmp_path / "b" / "seed_5", 5, 0.7)
-  summarize.main([str(tmp_path / "a"), f"{tmp_path / 'a'}+{tmp_path / 'b'}"])
+  summarize.main([str(tmp_path / "a"), f"{tmp_path / 'a'}+{tmp_path / 'b'}",
+                  f"{tmp_path / 'b'}=default (lr=0.1)"])
   rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| default")]
   assert rows[0].split(" | ")[3:5] == ["0-1", "85.00 ± 7.07"]
   assert rows[1].split(" | ")[3:5] == ["0-1,5", "80.00 ± 10.00"]
+  assert rows[2].startswith("| default (lr=0.1) | mnist |")  # named by its =LABEL
   # Draws of another dataset are not pooled into the row.
   _finished(tmp_path / "c" / "seed_2", 2, 0.5, dataset="fashion_mnist")
   with pytest.raises(SystemExit, match="different configs or datasets"):
