@@ -23,8 +23,11 @@ def test_train_time_and_steps_count_every_stage_and_preparation(tmp_path):
   assert report.load_results(tmp_path / "missing") is None
 
 
-def _finished(workdir, seed, accuracy, config="default", dataset="mnist"):
+def _finished(workdir, seed, accuracy, config="default", dataset="mnist", lr=0.1):
   workdir.mkdir(parents=True)
+  (workdir / "config.json").write_text(json.dumps(
+      {"name": config, "seed": seed, "init_from": f"x/seed_{seed}",
+       "data": {"name": dataset, "label_seed": seed}, "optim": {"lr": lr}}))
   (workdir / "results.json").write_text(json.dumps(
       {"config": config, "dataset": dataset, "label_seed": seed, "test_accuracy_ema": accuracy,
        "train_seconds": 60.0, "wall_seconds": 66.0, "images_per_second": 100.0, "steps": 5}))
@@ -42,10 +45,15 @@ def test_summary_pools_folders_joined_by_plus_and_names_the_seeds(tmp_path, caps
   assert rows[0].split(" | ")[3:5] == ["0-1", "85.00 ± 7.07"]
   assert rows[1].split(" | ")[3:5] == ["0-1,5", "80.00 ± 10.00"]
   assert rows[2].startswith("| default (lr=0.1) | mnist |")  # named by its =LABEL
-  # Draws of another dataset are not pooled into the row.
+  # Not pooled: another dataset, another override, the same draw twice.
   _finished(tmp_path / "c" / "seed_2", 2, 0.5, dataset="fashion_mnist")
-  with pytest.raises(SystemExit, match="different configs or datasets"):
+  with pytest.raises(SystemExit, match="differ in data.name"):
     summarize.main([f"{tmp_path / 'a'}+{tmp_path / 'c'}"])
+  _finished(tmp_path / "d" / "seed_3", 3, 0.5, lr=0.2)
+  with pytest.raises(SystemExit, match="differ in optim.lr"):
+    summarize.main([f"{tmp_path / 'a'}+{tmp_path / 'd'}"])
+  with pytest.raises(SystemExit, match=r"label seed\(s\) \[0, 1\] appear twice"):
+    summarize.main([f"{tmp_path / 'a'}+{tmp_path / 'a'}"])
 
 
 def test_pseudo_label_diagnostic_reads_hidden_labels_outside_training(toy_config, tmp_path):
