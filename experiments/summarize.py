@@ -15,45 +15,37 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from experiments import report  # pylint: disable=g-import-not-at-top
+from mnist_ten import config as config_lib  # pylint: disable=g-import-not-at-top
 
 
-def _settings(workdir: pathlib.Path) -> dict:
-  """A run's config.json, flattened, less what differs between the draws of
-  one config (the label seed, the seed, each draw's own `init_from`)."""
+# What differs between the draws of one config.
+_PER_DRAW = ("data.label_seed", "seed", "init_from")
+
+
+def _config(workdir: pathlib.Path) -> dict:
   path = workdir / "config.json"
-  if not path.exists():
-    return {}
-
-  def flat(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-      out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
-    return out
-  settings = flat(json.loads(path.read_text()))
-  for key in ("data.label_seed", "seed", "init_from"):
-    settings.pop(key, None)
-  return settings
+  return json.loads(path.read_text()) if path.exists() else {}
 
 
 def load_group(arg: str):
   """The finished runs of one row: the seed_* folders of each `+`-joined
   folder. Pooled folders must hold the same config (overrides included) on
   different label seeds."""
-  rows, settings = [], []
+  rows, configs = [], []
   for d in map(pathlib.Path, arg.split("+")):
     for w in sorted(d.glob("seed_*")):
       r = report.load_results(w)
       if r:
         rows.append(r)
-        settings.append(_settings(w))
+        configs.append(_config(w))
   seeds = [r["label_seed"] for r in rows]
   if len(set(seeds)) < len(seeds):
     raise SystemExit(f"{arg}: label seed(s) {sorted({s for s in seeds if seeds.count(s) > 1})} "
                      "appear twice; pool only different draws")
-  differ = sorted({k for s in settings for k in set(s) | set(settings[0])
-                   if s.get(k) != settings[0].get(k)})
+  differ = list(dict.fromkeys(d for c in configs[1:]  # each difference once
+                              for d in config_lib.differences(configs[0], c, ignore=_PER_DRAW)))
   if differ:
-    raise SystemExit(f"{arg}: the runs differ in {', '.join(differ[:5])}; pool only draws "
+    raise SystemExit(f"{arg}: the runs differ in {'; '.join(differ[:5])}; pool only draws "
                      "of one config")
   return rows
 
