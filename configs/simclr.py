@@ -66,7 +66,7 @@ def get_config(arg=None):
     c.batch_size = 16
     c.propagate = dict(features="encoder(dim=64)", k=10, iterations=600, keep=1.0, mu=8,
                        lambda_u=1.0, agree_with_init=False, consistency=0.0, threshold=0.95,
-                       vote=0)
+                       vote=0, refine=0.0)
     c.augment.labeled = PROPAGATE_LABELED
     c.augment.strong = PROPAGATE_STRONG
     c.optim.lr = 0.03

@@ -11,7 +11,12 @@ for every unlabeled image.
 3. Poisson learning (Calder et al. 2020) from the labeled nodes: unlike
    Laplace learning / label propagation it stays informative with one label
    per class, where label propagation's solution flattens towards a constant.
-4. For new images (`knn_vote`): the fitted features (`fit_embedding`) and a
+4. Refinement (`refine_labels`): Poisson learning can hand a whole
+   sub-style of a digit to the wrong class (e.g. 9s with a hooked tail,
+   labelled 3) even though the sub-style's edges lead mostly to its own
+   class. Within each class, sub-communities are cut out by spectral sweeps
+   and moved to the class their edges favour by a clear margin.
+5. For new images (`knn_vote`): the fitted features (`fit_embedding`) and a
    vote of their k nearest training images' labels, the graph's labels
    carried to images that never joined it.
 
@@ -27,6 +32,8 @@ from typing import Callable, Dict, List, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.sparse
+import scipy.sparse.linalg
 
 from mnist_ten import augment
 from mnist_ten.augment import _identity_grid, _sample
@@ -262,13 +269,119 @@ def confident_labels(scores: np.ndarray, keep: float):
   return labels.astype(np.int32), mask
 
 
-def poisson_scores(features: np.ndarray, seeds: np.ndarray, seed_labels: np.ndarray, *,
-                   num_classes: int, k: int = 10, iterations: int = 600) -> np.ndarray:
-  """Poisson scores [N, num_classes] on the k-nearest-neighbour graph of
-  `features` [N, D], from the labels of the rows `seeds`."""
-  sims, idx = knn_graph(features, k)
+def _sweep_cut(sub, degree, order_key, max_size: int, min_size: int):
+  """The prefix of the nodes sorted by `order_key` with the lowest
+  conductance in the graph `sub` (sizes in [min_size, max_size]):
+  (its node positions, its conductance). All prefixes at once: an edge is
+  cut by every prefix that holds one of its ends but not the other."""
+  order = np.argsort(order_key, kind="stable")
+  m = order.size
+  position = np.empty(m, np.int64)
+  position[order] = np.arange(m)
+  edges = sub.tocoo()
+  upper = edges.row < edges.col
+  a, b = position[edges.row[upper]], position[edges.col[upper]]
+  change = np.zeros(m + 1)
+  np.add.at(change, np.minimum(a, b), edges.data[upper])
+  np.add.at(change, np.maximum(a, b), -edges.data[upper])
+  cut = np.cumsum(change)[:m]
+  volume = np.cumsum(degree[order])
+  conductance = cut / np.maximum(np.minimum(volume, degree.sum() - volume), 1e-12)
+  conductance[:min_size - 1] = np.inf
+  conductance[max_size:] = np.inf
+  best = int(np.argmin(conductance))
+  return order[:best + 1], float(conductance[best])
+
+
+def refine_labels(neighbors: np.ndarray, weights: np.ndarray, labels: np.ndarray,
+                  fixed: np.ndarray, *, num_classes: int, ratio: float = 2.0,
+                  eigenvectors: int = 6, max_fraction: float = 0.3, min_size: int = 20,
+                  rounds: int = 3):
+  """Moves whole sub-communities of a class to the class their edges favour.
+
+  Poisson learning decides node by node from potentials that spread out of
+  one labeled node per class; a tight group of images of one sub-style (9s
+  with a hooked tail) can end up in the class whose source is nearer (3)
+  even when most of the group's outside edges lead to its own class. Node by
+  node that cannot be undone: each member's neighbours are mostly the group
+  itself. So, in the symmetrised graph W = (A + A^T) / 2 restricted to each
+  predicted class, the top `eigenvectors` non-trivial eigenvectors of the
+  normalised adjacency give orderings of its nodes; the lowest-conductance
+  prefix of each ordering (a sweep cut, between `min_size` nodes and
+  `max_fraction` of the class) is a candidate group, and it moves to class
+  c' when its edge weight to c' outside the group exceeds `ratio` times its
+  weight to the rest of its own class. Groups holding a `fixed` (labeled)
+  node or a node moved before are left alone; at most one group moves per
+  class per round, and the class is rebuilt for the next.
+
+  Measured as the share of MNIST's unlabeled images labelled right
+  (`default`'s round-2 graph, label seeds 0-4, a diagnostic outside
+  training): 98.83% -> 98.98%; the 9s labelled 3 went from 26-109 per draw
+  to 2-4 in four of the five. ratio 1.0-1.5 also moved groups that
+  belonged where they were; 3.0 moved too few.
+
+  Returns the new labels int32 [N] and the number of groups moved.
+  """
+  n, k = neighbors.shape
+  adjacency = scipy.sparse.coo_matrix(
+      (np.asarray(weights, np.float64).ravel(), (np.repeat(np.arange(n), k),
+                                                 np.asarray(neighbors).ravel())), shape=(n, n))
+  adjacency = ((adjacency + adjacency.T) / 2).tocsr()
+  labels = np.asarray(labels, np.int32).copy()
+  fixed = np.asarray(fixed, bool)
+  moved = np.zeros(n, bool)
+  num_moved = 0
+  for _ in range(rounds):
+    moved_this_round = 0
+    for c in range(num_classes):
+      members = np.flatnonzero(labels == c)
+      if members.size < 2 * min_size or members.size <= eigenvectors + 2:
+        continue
+      sub = adjacency[members][:, members]
+      degree = np.asarray(sub.sum(1)).ravel() + 1e-12
+      scale = scipy.sparse.diags(1.0 / np.sqrt(degree))
+      values, vectors = scipy.sparse.linalg.eigsh(
+          scale @ sub @ scale, k=eigenvectors + 1, which="LA", tol=1e-4,
+          # A fixed start vector: the same groups on every run.
+          v0=np.random.default_rng(0).standard_normal(members.size))
+      # The top eigenvector is the trivial one (sqrt of the degrees).
+      candidates = [sign * vectors[:, j] / np.sqrt(degree)
+                    for j in np.argsort(-values)[1:] for sign in (1, -1)]
+      for key in candidates:
+        group, _ = _sweep_cut(sub, degree, key, int(max_fraction * members.size), min_size)
+        nodes = members[group]
+        if fixed[nodes].any() or moved[nodes].any():
+          continue
+        outside = adjacency[nodes].tocoo()
+        leaves = ~np.isin(outside.col, nodes)
+        to_class = np.bincount(labels[outside.col[leaves]], weights=outside.data[leaves],
+                               minlength=num_classes)
+        target = int(to_class.argmax())
+        if target != c and to_class[target] > ratio * to_class[c]:
+          labels[nodes] = target
+          moved[nodes] = True
+          moved_this_round += 1
+          break  # this class changed: the next round rebuilds it
+    num_moved += moved_this_round
+    if not moved_this_round:
+      break
+  return labels, num_moved
+
+
+def weighted_knn_graph(features: np.ndarray, k: int):
+  """The graph Poisson learning runs on: each row's k nearest neighbours
+  (`knn_graph`) and their self-tuning weights (`edge_weights`), [N, k] each."""
+  sims, neighbors = knn_graph(features, k)
+  return neighbors, edge_weights(sims)
+
+
+def poisson_scores(neighbors: np.ndarray, weights: np.ndarray, seeds: np.ndarray,
+                   seed_labels: np.ndarray, *, num_classes: int,
+                   iterations: int = 600) -> np.ndarray:
+  """Poisson scores [N, num_classes] on a `weighted_knn_graph`, from the
+  labels of the rows `seeds`."""
   return np.asarray(poisson_learning(
-      jnp.asarray(idx), jnp.asarray(edge_weights(sims)), jnp.asarray(seeds),
+      jnp.asarray(neighbors), jnp.asarray(weights), jnp.asarray(seeds),
       jnp.asarray(seed_labels), num_classes=num_classes, iterations=iterations))
 
 

@@ -91,6 +91,57 @@ def test_confident_labels_keeps_a_fraction_of_each_class():
     assert margin[members & (mask == 1)].min() >= margin[members & (mask == 0)].max()
 
 
+def _group_beside_a_class(group_angle, rng):
+  """Two classes as directions 90 degrees apart (200 points each) and a group
+  of 40 class-0 points at `group_angle` degrees, between them."""
+  def blob(angle, n):
+    centre = np.zeros(8)
+    centre[:2] = np.cos(np.deg2rad(angle)), np.sin(np.deg2rad(angle))
+    return centre + 0.08 * rng.standard_normal((n, 8))
+  x = np.concatenate([blob(0, 200), blob(group_angle, 40), blob(90, 200)])
+  truth = np.repeat([0, 1], [240, 200])
+  return graph.weighted_knn_graph(x, 10), truth
+
+
+def test_refine_labels_moves_a_mislabelled_group_to_the_class_its_edges_favour():
+  rng = np.random.default_rng(4)
+  (neighbors, weights), truth = _group_beside_a_class(20, rng)
+  fixed = np.zeros(truth.size, bool)
+  fixed[[0, 300]] = True  # one labeled node per class
+  # Poisson learning gave the group (nearer class 0) to class 1.
+  wrong = truth.copy()
+  wrong[200:240] = 1
+  refined, moved = graph.refine_labels(neighbors, weights, wrong, fixed, num_classes=2,
+                                       min_size=10)
+  assert moved == 1
+  np.testing.assert_array_equal(refined, truth)
+  # Right labels stay as they are.
+  same, moved = graph.refine_labels(neighbors, weights, truth, fixed, num_classes=2,
+                                    min_size=10)
+  assert moved == 0
+  np.testing.assert_array_equal(same, truth)
+  # A labeled node inside the group pins it.
+  pinned = fixed.copy()
+  pinned[220] = True
+  kept, moved = graph.refine_labels(neighbors, weights, wrong, pinned, num_classes=2,
+                                    min_size=10)
+  assert moved == 0
+  np.testing.assert_array_equal(kept, wrong)
+
+
+def test_refine_labels_leaves_a_group_halfway_between_classes():
+  rng = np.random.default_rng(5)
+  (neighbors, weights), truth = _group_beside_a_class(45, rng)
+  wrong = truth.copy()
+  wrong[200:240] = 1
+  fixed = np.zeros(truth.size, bool)
+  refined, moved = graph.refine_labels(neighbors, weights, wrong, fixed, num_classes=2,
+                                       min_size=10)
+  # Its edges split about evenly: no clear margin of `ratio` (2), no move.
+  assert moved == 0
+  np.testing.assert_array_equal(refined, wrong)
+
+
 def test_embed_blocks_are_unit_norm_and_bad_specs_are_refused():
   images = (np.random.default_rng(3).random((40, 28, 28, 1)) * 255).astype(np.uint8)
   features = graph.embed(images, "deskew(dim=8)|hog(cell=7, dim=4)")

@@ -225,6 +225,10 @@ def test_propagate_vote_adds_the_graph_labels_of_the_nearest_training_images(toy
   with pytest.raises(ConfigError, match="propagate.vote"):
     methods.build(config, ctx)
   config.propagate.vote = 5
+  config.propagate.refine = 0.5  # a group would move with fewer edges to its new class
+  with pytest.raises(ConfigError, match="propagate.refine=0.5"):
+    methods.build(config, ctx)
+  config.propagate.refine = 0.0
   config.eval_with = "knn"
   with pytest.raises(ConfigError, match="eval_with='head'"):
     methods.build(config, ctx)
