@@ -3,7 +3,8 @@ self-training, in rounds.
 
 Round 1 (WORKDIR/pretrain): the labels of the labeled examples are propagated
 over a nearest-neighbour graph of hand-made, label-free features (deskewed
-pixels and histograms of oriented gradients) by Poisson learning; a residual
+pixels and histograms of oriented gradients) by Poisson learning, and groups
+of images the graph's edges say belong elsewhere are moved there; a residual
 CNN is trained on the labeled examples and the propagated pseudo-labels, with
 strong augmentation. Each later round rebuilds the graph with the previous
 round's encoder features added, propagates the labels again, and continues
