@@ -270,10 +270,10 @@ def confident_labels(scores: np.ndarray, keep: float):
 
 
 def _sweep_cut(sub, degree, order_key, max_size: int, min_size: int):
-  """The prefix of the nodes sorted by `order_key` with the lowest
-  conductance in the graph `sub` (sizes in [min_size, max_size]):
-  (its node positions, its conductance). All prefixes at once: an edge is
-  cut by every prefix that holds one of its ends but not the other."""
+  """The node positions of the prefix of the nodes sorted by `order_key`
+  with the lowest conductance in the graph `sub` (sizes in [min_size,
+  max_size]). All prefixes at once: an edge is cut by every prefix that
+  holds one of its ends but not the other."""
   order = np.argsort(order_key, kind="stable")
   m = order.size
   position = np.empty(m, np.int64)
@@ -289,8 +289,7 @@ def _sweep_cut(sub, degree, order_key, max_size: int, min_size: int):
   conductance = cut / np.maximum(np.minimum(volume, degree.sum() - volume), 1e-12)
   conductance[:min_size - 1] = np.inf
   conductance[max_size:] = np.inf
-  best = int(np.argmin(conductance))
-  return order[:best + 1], float(conductance[best])
+  return order[:int(np.argmin(conductance)) + 1]
 
 
 def refine_labels(neighbors: np.ndarray, weights: np.ndarray, labels: np.ndarray,
@@ -348,8 +347,8 @@ def refine_labels(neighbors: np.ndarray, weights: np.ndarray, labels: np.ndarray
       candidates = [sign * vectors[:, j] / np.sqrt(degree)
                     for j in np.argsort(-values)[1:] for sign in (1, -1)]
       for key in candidates:
-        group, _ = _sweep_cut(sub, degree, key, int(max_fraction * members.size), min_size)
-        nodes = members[group]
+        nodes = members[_sweep_cut(sub, degree, key, int(max_fraction * members.size),
+                                   min_size)]
         if fixed[nodes].any() or moved[nodes].any():
           continue
         outside = adjacency[nodes].tocoo()

@@ -78,7 +78,6 @@ class Propagate(Method):
       raise ConfigError(f"propagate.refine={self.refine} must be 0 (off) or >= 1: a group "
                         "moves when its edges to another class weigh `refine` times "
                         "those to its own")
-    self.groups_moved = 0
     self._memory = None  # (embedding, features, labels) of the graph, for `vote`
     self.uses_encoder = any(name == "encoder" for name, _ in
                             graph.parse_features(cfg.features))
@@ -106,12 +105,12 @@ class Propagate(Method):
     if self.refine:
       # The labeled nodes keep their labels; a moved group keeps the mask
       # its nodes had under their old label.
-      refined, self.groups_moved = graph.refine_labels(
+      refined, groups = graph.refine_labels(
           neighbors, weights, np.concatenate([np.asarray(data.labeled_labels), labels]),
           np.arange(features.shape[0]) < n_lab, num_classes=self.ctx.num_classes,
           ratio=self.refine)
       logging.info("propagate: refinement moved %d groups, %d images relabelled",
-                   self.groups_moved, int((refined[n_lab:] != labels).sum()))
+                   groups, int((refined[n_lab:] != labels).sum()))
       labels = refined[n_lab:]
     if self.vote_k:
       # The vote's memory: the labeled images and the kept pseudo-labels.
