@@ -114,7 +114,7 @@ class Propagate(Method):
       labels = refined[n_lab:]
     if self.vote_k:
       # The vote's memory: the labeled images and the kept pseudo-labels.
-      keep = np.concatenate([np.ones(labeled.shape[0], bool), mask > 0])
+      keep = np.concatenate([np.ones(n_lab, bool), mask > 0])
       self._memory = (embedding, features[keep],
                       np.concatenate([np.asarray(data.labeled_labels), labels])[keep])
     if cfg.get("agree_with_init", False):
