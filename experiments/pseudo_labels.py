@@ -1,6 +1,6 @@
 """Diagnostic: how good are a run's guesses about the unlabeled images?
 
-    python experiments/pseudo_labels.py RUN_WORKDIR [--threshold=0.95]
+    python experiments/pseudo_labels.py RUN_WORKDIR [--threshold=0.95] [--layers]
 
 This is the only place where the labels of the unlabeled train images are
 read; nothing here feeds back into training. It reports, for the run's own
@@ -10,6 +10,12 @@ split (its config and split.json):
   - for every trained run: the final (EMA) network's accuracy on the unlabeled
     train images, and the accuracy and coverage of its predictions with
     confidence >= threshold (FixMatch's pseudo-labels).
+  - with --layers: how well each layer of the run's encoder would serve as
+    graph features (`layer_graphs`): the purity of each image's 10 nearest
+    neighbours, the accuracy of the nearest labeled example, and of Poisson
+    learning's pseudo-labels over the graph, beside raw pixels as reference.
+    This tells whether a pretrained encoder (pretext, SimCLR) holds
+    neighbourhoods that the labels can spread over.
 Prints JSON and writes it to RUN_WORKDIR/pseudo_labels.json.
 """
 import json
@@ -22,11 +28,13 @@ import ml_collections
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from mnist_ten import graph  # pylint: disable=g-import-not-at-top
 from mnist_ten import input_pipeline  # pylint: disable=g-import-not-at-top
 from mnist_ten import train  # pylint: disable=g-import-not-at-top
 from mnist_ten.inference import load_classifier  # pylint: disable=g-import-not-at-top
 
 _THRESHOLD = flags.DEFINE_float("threshold", 0.95, "Confidence for the model's pseudo-labels.")
+_LAYERS = flags.DEFINE_bool("layers", False, "Also score each encoder layer as graph features.")
 
 
 def diagnose(workdir: pathlib.Path, threshold: float) -> dict:
@@ -57,11 +65,50 @@ def diagnose(workdir: pathlib.Path, threshold: float) -> dict:
   return out
 
 
+def graph_quality(features, labels, num_labeled: int, num_classes: int, *, k: int = 10,
+                  dim: int = 64) -> dict:
+  """Scores `features` [N, D] as graph features, the first `num_labeled` rows
+  being the labeled examples: the share of each row's k nearest neighbours
+  (cosine, after PCA to `dim`) that share its label, and on the other rows the
+  accuracy of the nearest labeled example and of Poisson learning's labels
+  (as `propagate` computes them, without refinement)."""
+  mean, components = graph.fit_pca(features, dim)
+  x = (np.asarray(features, np.float32) - mean) @ components
+  x /= np.linalg.norm(x, axis=1, keepdims=True) + 1e-12
+  neighbors, weights = graph.weighted_knn_graph(x, k)
+  scores = graph.poisson_scores(neighbors, weights, np.arange(num_labeled),
+                                labels[:num_labeled], num_classes=num_classes)
+  poisson, _ = graph.confident_labels(scores[num_labeled:], 1.0)
+  nearest = labels[:num_labeled][(x[num_labeled:] @ x[:num_labeled].T).argmax(1)]
+  rest = labels[num_labeled:]
+  return {"dim": int(features.shape[1]),
+          f"knn{k}_purity": float((labels[neighbors] == labels[:, None]).mean()),
+          "nearest_labeled_accuracy": float((nearest == rest).mean()),
+          "poisson_accuracy": float((poisson == rest).mean())}
+
+
+def layer_graphs(workdir: pathlib.Path) -> dict:
+  """`graph_quality` of raw pixels and of each encoder layer of the run's
+  network (EMA weights), on its own split's labeled + unlabeled images."""
+  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+  setup = train.Setup(config)
+  split, dataset = setup.split, setup.dataset
+  order = np.concatenate([split.labeled, split.unlabeled])
+  images, labels = dataset.train_images[order], dataset.train_labels[order]
+  n, classes = split.labeled.size, dataset.num_classes
+  out = {"pixels": graph_quality(images.reshape(len(images), -1) / 255.0, labels, n, classes)}
+  for name, features in load_classifier(workdir, vote=False).layers(images).items():
+    out[name] = graph_quality(features, labels, n, classes)
+  return out
+
+
 def main(argv):
   if len(argv) != 2:
     raise app.UsageError("usage: pseudo_labels.py RUN_WORKDIR [--threshold=0.95]")
   workdir = pathlib.Path(argv[1])
   result = diagnose(workdir, _THRESHOLD.value)
+  if _LAYERS.value:
+    result["layers"] = layer_graphs(workdir)
   (workdir / "pseudo_labels.json").write_text(json.dumps(result, indent=2))
   print(json.dumps(result, indent=2))
 

@@ -5,6 +5,7 @@
 """
 import json
 import pathlib
+from typing import Dict
 
 import jax
 import jax.numpy as jnp
@@ -23,9 +24,11 @@ from mnist_ten.errors import WorkdirError
 class Classifier:
   """Callable images -> (labels [N], probabilities [N, num_classes]) as numpy."""
 
-  def __init__(self, probs_fn, image_shape, num_classes: int, features_fn=None, vote_fn=None):
+  def __init__(self, probs_fn, image_shape, num_classes: int, features_fn=None, vote_fn=None,
+               layers_fn=None):
     self._probs = jax.jit(probs_fn)
     self._features = jax.jit(features_fn) if features_fn else None
+    self._layers = jax.jit(layers_fn) if layers_fn else None
     self._vote = vote_fn  # host images in [0, 255] -> class votes, or None
     self.image_shape = tuple(image_shape)
     self.num_classes = num_classes
@@ -43,6 +46,18 @@ class Classifier:
     if self._features is None:
       raise WorkdirError("a nearest-neighbour run has no encoder features")
     return self._batched(self._features, images, batch_size, None)
+
+  def layers(self, images, batch_size: int = 1000) -> Dict[str, np.ndarray]:
+    """Every encoder layer's output, by module path (e.g. "encoder/Dense_0"),
+    as [N, D]: dense outputs as they are (before any activation that follows),
+    convolution and normalisation maps average-pooled to 2 x 2 cells first
+    (trained models only)."""
+    if self._layers is None:
+      raise WorkdirError("a nearest-neighbour run has no encoder layers")
+    images = self._as_float(images)
+    parts = [jax.device_get(self._layers(jnp.asarray(images[i:i + batch_size])))
+             for i in range(0, images.shape[0], batch_size)]
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
   def _as_float(self, images) -> np.ndarray:
     """Checked images as float32 [N, H, W, C] in [0, 1]."""
@@ -109,4 +124,22 @@ def load_classifier(workdir, *, use_ema: bool = True, vote: bool = True) -> Clas
       image_shape, num_classes,
       features_fn=lambda images: model.apply(variables, images, train=False,
                                              output="features"),
-      vote_fn=vote_fn)
+      vote_fn=vote_fn, layers_fn=lambda images: _encoder_layers(model, variables, images))
+
+
+def _encoder_layers(model, variables, images) -> Dict[str, jax.Array]:
+  """The outputs of the encoder's modules ([N, D]; maps pooled to 2 x 2)."""
+  _, state = model.apply(variables, images, train=False, output="features",
+                         capture_intermediates=True, mutable=["intermediates"])
+  layers = {}
+  for path, value in jax.tree_util.tree_flatten_with_path(state["intermediates"])[0]:
+    names = [getattr(key, "key", None) for key in path]
+    names = [n for n in names if isinstance(n, str) and n != "__call__"]
+    if not names or names[0] != "encoder" or value.ndim not in (2, 4):
+      continue
+    if value.ndim == 4:  # [N, H, W, C] -> the mean of each quarter of the map
+      n, h, w, c = value.shape
+      value = value[:, :h // 2 * 2, :w // 2 * 2].reshape(n, 2, h // 2, 2, w // 2, c)
+      value = value.mean((2, 4)).reshape(n, 4 * c)
+    layers["/".join(names)] = value
+  return layers

@@ -76,6 +76,25 @@ def test_pseudo_label_diagnostic_reads_hidden_labels_outside_training(toy_config
   predicted, _ = load_classifier(tmp_path)(dataset.train_images[split.unlabeled])
   expected = (predicted == dataset.train_labels[split.unlabeled]).mean()
   np.testing.assert_allclose(out["model_accuracy_on_unlabeled"], expected)
+  # Each encoder layer scored as graph features, beside raw pixels.
+  layers = pseudo_labels.layer_graphs(tmp_path)
+  assert set(layers) == {"pixels", "encoder", "encoder/Dense_0"}  # the MLP: output, pre-ReLU
+  assert layers["encoder/Dense_0"]["dim"] == 32
+  for scores in layers.values():
+    assert 0.0 <= scores["nearest_labeled_accuracy"] <= 1.0
+  # The toy classes are bars at fixed rows: pixels' neighbours share a class.
+  assert layers["pixels"]["knn10_purity"] > 0.9 and layers["pixels"]["poisson_accuracy"] > 0.9
+
+
+def test_graph_quality_scores_features_that_separate_classes_above_noise():
+  rng = np.random.default_rng(0)
+  labels = np.concatenate([np.arange(3), rng.integers(0, 3, 297)])
+  separated = np.eye(3)[labels] * 5 + rng.normal(size=(300, 3))
+  noise = rng.normal(size=(300, 3))
+  good = pseudo_labels.graph_quality(separated, labels, 3, 3, k=5, dim=3)
+  bad = pseudo_labels.graph_quality(noise, labels, 3, 3, k=5, dim=3)
+  assert good["knn5_purity"] > 0.9 and good["poisson_accuracy"] > 0.9
+  assert bad["knn5_purity"] < 0.6 and bad["poisson_accuracy"] < 0.7
 
 
 def test_seed_runner_writes_the_table_skips_finished_seeds_and_reuses_stages(toy_config, tmp_path):
