@@ -15,6 +15,10 @@ def load_results(workdir) -> Optional[dict]:
   if not path.exists():
     return None
   results = json.loads(path.read_text())
+  if "restored_from" in results:
+    # A row written back from a table.csv whose run directory was not kept
+    # (before results.json files were kept in git): it carries its totals.
+    return results
   stages = [results]
   stage = pathlib.Path(workdir) / "pretrain"
   while (stage / "results.json").exists():

@@ -5,7 +5,9 @@
 
 Each seed runs in OUT/seed_N (data.label_seed = seed = N). Rerunning skips finished
 seeds and resumes unfinished ones from their checkpoints, so a long table can
-be built over several sittings. `{seed}` in --config.init_from is replaced by
+be built over several sittings: the table holds every finished seed in OUT,
+not only those of this call. Each run's results.json and config.json are kept
+in git (.gitignore), its checkpoints and logs are not. `{seed}` in --config.init_from is replaced by
 each seed, so a finished earlier stage can be reused per draw, e.g.
 --config.init_from=experiments/results/pretext/seed_{seed}/pretrain. Writes OUT/table.md and OUT/table.csv: per-seed
 accuracy of the final (EMA) model, mean ± std, min, max, and times.
@@ -62,7 +64,10 @@ def run(config, seeds, out) -> List[dict]:
     else:
       logging.info("label seed %d: finished earlier, skipped", seed)
     rows.append(done)
-  md, csv = report.seed_table(rows)
+  # The table holds every finished draw in OUT, those of earlier sittings too.
+  finished = {r["label_seed"]: r for r in filter(None, map(report.load_results,
+                                                           out.glob("seed_*")))}
+  md, csv = report.seed_table([finished[s] for s in sorted(finished)])
   (out / "table.md").write_text(md)
   (out / "table.csv").write_text(csv)
   return rows
