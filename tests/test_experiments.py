@@ -21,6 +21,11 @@ def test_train_time_and_steps_count_every_stage_and_preparation(tmp_path):
   assert full["steps_all_stages"] == [1, 2, 3]  # first stage first
   assert report.load_results(tmp_path / "pretrain")["train_seconds_all_stages"] == 630.0
   assert report.load_results(tmp_path / "missing") is None
+  # A row written back from a table.csv carries its totals; nothing is recounted.
+  restored = {"restored_from": "table.csv", "train_seconds": 500.0,
+              "train_seconds_all_stages": 500.0, "steps": 800, "steps_all_stages": [1200, 800]}
+  (tmp_path / "pretrain" / "results.json").write_text(json.dumps(restored))
+  assert report.load_results(tmp_path / "pretrain") == restored
 
 
 def _finished(workdir, seed, accuracy, config="default", dataset="mnist", lr=0.1):
@@ -111,6 +116,8 @@ def test_seed_runner_writes_the_table_skips_finished_seeds_and_reuses_stages(toy
   again = run_seeds.run(toy_config, [1], tmp_path / "first")
   assert again[0]["test_accuracy_ema"] == rows[1]["test_accuracy_ema"]
   assert (tmp_path / "first" / "seed_1" / "log.txt").read_text() == log
+  # The table still holds seed 0, finished in the earlier sitting.
+  assert (tmp_path / "first" / "table.md").read_text() == table
   # `{seed}` in init_from names each draw's own earlier run.
   toy_config.init_from = str(tmp_path / "first" / "seed_{seed}")
   run_seeds.run(toy_config, [0, 1], tmp_path / "second")
