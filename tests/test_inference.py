@@ -49,3 +49,22 @@ def test_load_classifier_of_knn_run(toy_config, tmp_path):
 def test_load_classifier_without_a_run(tmp_path):
   with pytest.raises(WorkdirError, match="holds no run"):
     mnist_ten.load_classifier(tmp_path)
+
+
+def test_encoder_layers_pool_maps_to_quarters_and_keep_dense_outputs():
+  import jax
+  from mnist_ten import config as config_lib, inference, models
+  model = models.build(config_lib.model_config("lenet"), 10)
+  images = np.random.default_rng(0).random((3, 28, 28, 1), np.float32)
+  variables = model.init(jax.random.key(0), images)
+  layers = inference._encoder_layers(model, variables, images)  # pylint: disable=protected-access
+  # conv32 on 28x28 maps, conv64 on 14x14: each averaged over its 4 quarters.
+  assert layers["encoder/Conv_0"].shape == (3, 4 * 32)
+  assert layers["encoder/Conv_1"].shape == (3, 4 * 64)
+  assert layers["encoder/Dense_0"].shape == (3, 128)  # before its ReLU: some < 0
+  assert (layers["encoder/Dense_0"] < 0).any() and (layers["encoder"] >= 0).all()
+  conv0 = model.apply(variables, images, capture_intermediates=True,
+                      mutable=["intermediates"])[1]["intermediates"]["encoder"]["Conv_0"]
+  np.testing.assert_allclose(layers["encoder/Conv_0"][:, :32],
+                             conv0["__call__"][0][:, :14, :14].mean((1, 2)), rtol=1e-5, atol=1e-6)
+  assert "head" not in " ".join(layers)
