@@ -104,7 +104,7 @@ def layer_graphs(workdir: pathlib.Path) -> dict:
 
 def main(argv):
   if len(argv) != 2:
-    raise app.UsageError("usage: pseudo_labels.py RUN_WORKDIR [--threshold=0.95]")
+    raise app.UsageError("usage: pseudo_labels.py RUN_WORKDIR [--threshold=0.95] [--layers]")
   workdir = pathlib.Path(argv[1])
   result = diagnose(workdir, _THRESHOLD.value)
   if _LAYERS.value:
