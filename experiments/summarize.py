@@ -42,6 +42,9 @@ def load_group(arg: str):
   if len(set(seeds)) < len(seeds):
     raise SystemExit(f"{arg}: label seed(s) {sorted({s for s in seeds if seeds.count(s) > 1})} "
                      "appear twice; pool only different draws")
+  # Rows restored from a table.csv (report.load_results) have no config.json
+  # to compare; the others must agree.
+  configs = [c for c in configs if c]
   differ = list(dict.fromkeys(d for c in configs[1:]  # each difference once
                               for d in config_lib.differences(configs[0], c, ignore=_PER_DRAW)))
   if differ:

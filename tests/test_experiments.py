@@ -59,6 +59,10 @@ def test_summary_pools_folders_joined_by_plus_and_names_the_seeds(tmp_path, caps
     summarize.main([f"{tmp_path / 'a'}+{tmp_path / 'd'}"])
   with pytest.raises(SystemExit, match=r"label seed\(s\) \[0, 1\] appear twice"):
     summarize.main([f"{tmp_path / 'a'}+{tmp_path / 'a'}"])
+  # A row restored from a table.csv has no config.json: it pools with any.
+  (tmp_path / "d" / "seed_3" / "config.json").unlink()
+  summarize.main([f"{tmp_path / 'a'}+{tmp_path / 'd'}"])
+  assert "| default | mnist | 5 | 0-1,3 | 73.33 ± 20.82 |" in capsys.readouterr().out
 
 
 def test_pseudo_label_diagnostic_reads_hidden_labels_outside_training(toy_config, tmp_path):
