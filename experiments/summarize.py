@@ -42,8 +42,11 @@ def load_group(arg: str):
   if len(set(seeds)) < len(seeds):
     raise SystemExit(f"{arg}: label seed(s) {sorted({s for s in seeds if seeds.count(s) > 1})} "
                      "appear twice; pool only different draws")
+  named = sorted({(r["config"], r["dataset"]) for r in rows})
+  if len(named) > 1:
+    raise SystemExit(f"{arg}: the runs are of {named}; pool only draws of one config")
   # Rows restored from a table.csv (report.load_results) have no config.json
-  # to compare; the others must agree.
+  # to compare beyond their name and dataset; the others must agree in full.
   configs = [c for c in configs if c]
   differ = list(dict.fromkeys(d for c in configs[1:]  # each difference once
                               for d in config_lib.differences(configs[0], c, ignore=_PER_DRAW)))

@@ -63,6 +63,10 @@ def test_summary_pools_folders_joined_by_plus_and_names_the_seeds(tmp_path, caps
   (tmp_path / "d" / "seed_3" / "config.json").unlink()
   summarize.main([f"{tmp_path / 'a'}+{tmp_path / 'd'}"])
   assert "| default | mnist | 5 | 0-1,3 | 73.33 ± 20.82 |" in capsys.readouterr().out
+  _finished(tmp_path / "e" / "seed_4", 4, 0.5, config="fixmatch")
+  (tmp_path / "e" / "seed_4" / "config.json").unlink()
+  with pytest.raises(SystemExit, match="the runs are of"):
+    summarize.main([f"{tmp_path / 'a'}+{tmp_path / 'e'}"])
 
 
 def test_pseudo_label_diagnostic_reads_hidden_labels_outside_training(toy_config, tmp_path):
