@@ -52,7 +52,7 @@ def test_summary_pools_folders_joined_by_plus_and_names_the_seeds(tmp_path, caps
   assert rows[2].startswith("| default (lr=0.1) | mnist |")  # named by its =LABEL
   # Not pooled: another dataset, another override, the same draw twice.
   _finished(tmp_path / "c" / "seed_2", 2, 0.5, dataset="fashion_mnist")
-  with pytest.raises(SystemExit, match="differ in data.name"):
+  with pytest.raises(SystemExit, match="the runs are of"):
     summarize.main([f"{tmp_path / 'a'}+{tmp_path / 'c'}"])
   _finished(tmp_path / "d" / "seed_3", 3, 0.5, lr=0.2)
   with pytest.raises(SystemExit, match="differ in optim.lr"):
