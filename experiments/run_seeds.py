@@ -3,14 +3,16 @@
     python experiments/run_seeds.py --config=configs/supervised.py --seeds=0,1,2,3,4 \
         --out=experiments/results/supervised [--config.optim.lr=0.05 ...]
 
-Each seed runs in OUT/seed_N (data.label_seed = seed = N). Rerunning skips finished
-seeds and resumes unfinished ones from their checkpoints, so a long table can
-be built over several sittings: the table holds every finished seed in OUT,
-not only those of this call. Each run's results.json and config.json are kept
-in git (.gitignore), its checkpoints and logs are not. `{seed}` in --config.init_from is replaced by
-each seed, so a finished earlier stage can be reused per draw, e.g.
---config.init_from=experiments/results/pretext/seed_{seed}/pretrain. Writes OUT/table.md and OUT/table.csv: per-seed
-accuracy of the final (EMA) model, mean ± std, min, max, and times.
+Each seed runs in OUT/seed_N (data.label_seed = seed = N). Rerunning skips
+finished seeds and resumes unfinished ones from their checkpoints, so a long
+table can be built over several sittings: the table holds every finished seed
+in OUT, not only those of this call. Each run's results.json and config.json
+are kept in git (.gitignore), its checkpoints and logs are not. `{seed}` in
+--config.init_from is replaced by each seed, so a finished earlier stage can be
+reused per draw, e.g.
+--config.init_from=experiments/results/pretext/seed_{seed}/pretrain.
+Writes OUT/table.md and OUT/table.csv: per-seed accuracy of the final (EMA)
+model, mean ± std, min, max, and times.
 """
 import pathlib
 import sys
