@@ -54,10 +54,7 @@ class Classifier:
     (trained models only)."""
     if self._layers is None:
       raise WorkdirError("a nearest-neighbour run has no encoder layers")
-    images = self._as_float(images)
-    parts = [jax.device_get(self._layers(jnp.asarray(images[i:i + batch_size])))
-             for i in range(0, images.shape[0], batch_size)]
-    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    return self._batched(self._layers, images, batch_size, None)
 
   def _as_float(self, images) -> np.ndarray:
     """Checked images as float32 [N, H, W, C] in [0, 1]."""
@@ -75,8 +72,10 @@ class Classifier:
     images = self._as_float(images)
     if not len(images):
       return np.zeros((0, width or 0), np.float32)
-    return np.concatenate([np.asarray(fn(jnp.asarray(images[i:i + batch_size], jnp.float32)))
-                           for i in range(0, images.shape[0], batch_size)])
+    parts = [jax.device_get(fn(jnp.asarray(images[i:i + batch_size], jnp.float32)))
+             for i in range(0, images.shape[0], batch_size)]
+    # An array, or a dict of arrays (`layers`): each leaf joined over the batches.
+    return jax.tree.map(lambda *leaves: np.concatenate(leaves), *parts)
 
 
 def load_classifier(workdir, *, use_ema: bool = True, vote: bool = True) -> Classifier:
