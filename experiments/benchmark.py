@@ -83,6 +83,7 @@ def main(argv):
   del argv
   machine = {"platform": platform.platform(), "cpu_count": os.cpu_count(),
              "jax": jax.__version__, "backend": jax.default_backend(),
+             "xla_flags": os.environ.get("XLA_FLAGS", ""),
              "devices": [str(d) for d in jax.devices()]}
   if _TTA.value:
     _write({"machine": machine, "time_to_accuracy": time_to_accuracy(
