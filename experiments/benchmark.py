@@ -25,7 +25,9 @@ evaluations, and the final accuracy. The test
 labels only time the run here; nothing is chosen by them.
 
 Shapes: supervised = 64 labeled images; fixmatch = 64 labeled + 2 x 448
-unlabeled views (mu = 7), the shape USB times at 0.79 s per step on 2 cores.
+unlabeled views (mu = 7), the shape USB times at 0.79 s per step on 2 cores;
+default = 16 labeled + 128 unlabeled, the step of configs/default.py (the
+network's step only: its whole step needs a graph built first).
 """
 import json
 import os
@@ -38,12 +40,13 @@ from absl import flags
 import jax
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from experiments.speed import (SHAPES, USB_FIXMATCH_LENET_STEP_MS, jax_compute,  # pylint: disable=g-import-not-at-top
+from experiments.speed import (FULL_STEP_SHAPES, SHAPES, USB_FIXMATCH_LENET_STEP_MS, jax_compute,  # pylint: disable=g-import-not-at-top
                                jax_full_step, load_config, time_calls, time_to_accuracy,
                                torch_compute)
 
 _MODELS = flags.DEFINE_list("models", ["lenet", "resnet"], "Models to time.")
-_SHAPES = flags.DEFINE_list("shapes", ["supervised", "fixmatch"], "Batch shapes to time.")
+_SHAPES = flags.DEFINE_list("shapes", ["supervised", "fixmatch"], "Batch shapes to time: "
+                            "supervised, fixmatch, default (see the docstring).")
 _REPEATS = flags.DEFINE_integer("repeats", 20, "Timed calls per measurement (median kept).")
 _KERNEL_GRADS = flags.DEFINE_list(
     "kernel_grads", ["xla", "auto"], "Convolution kernel gradients to time (models' "
@@ -90,6 +93,9 @@ def main(argv):
         load_config(_TTA.value), _TARGET.value, _EVAL_EVERY.value, _LABEL_SEED.value)})
     return
   out = {"machine": machine, "repeats": _REPEATS.value, "records": [], "ratios": []}
+  unknown = [s for s in _SHAPES.value if s not in SHAPES]
+  if unknown:
+    raise app.UsageError(f"unknown shape(s) {unknown}; known: {sorted(SHAPES)}")
   torch_ok = not _NO_TORCH.value
   if torch_ok:
     try:
@@ -105,7 +111,7 @@ def main(argv):
       for kernel_grad in _KERNEL_GRADS.value:
         calls["jax", "compute", kernel_grad] = jax_compute(model_name, kernel_grad, images)
         counts["jax", "compute", kernel_grad] = images
-        if not _NO_FULL_STEP.value:
+        if not _NO_FULL_STEP.value and shape in FULL_STEP_SHAPES:
           key = ("jax", "step", kernel_grad)
           calls[key], counts[key] = jax_full_step(model_name, kernel_grad, shape)
       if torch_ok:

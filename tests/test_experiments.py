@@ -1,11 +1,14 @@
 """experiments/: the tables' time accounting, the pseudo-label diagnostic, the
 benchmark's timing and time-to-accuracy accounting."""
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from experiments import pseudo_labels, report
+from tests.conftest import ROOT
 
 
 def test_train_time_and_steps_count_every_stage_and_preparation(tmp_path):
@@ -150,6 +153,14 @@ def test_benchmark_jax_step_runs():
   call = speed.jax_compute("lenet", "auto", 4)
   call()  # compiles and runs one donated step; a second call reuses the state
   call()
+
+
+def test_benchmark_names_an_unknown_shape():
+  out = subprocess.run([sys.executable, "experiments/benchmark.py", "--shapes=default,huge",
+                        "--out=/nonexistent/never.json"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+  assert out.returncode != 0
+  assert "unknown shape(s) ['huge']; known: ['default', 'fixmatch', 'supervised']" in out.stderr
 
 
 def test_time_to_accuracy_leaves_out_the_timing_evaluations(toy_config, tmp_path):
