@@ -79,8 +79,9 @@ def get_config(arg=None):
   model = config_lib.model_config(options.get("model", MODEL))
   if model.name == "resnet":
     # XLA's own kernel gradient: at this recipe's 144 images per step it
-    # takes the ResNet's step from 213 to 185 ms on 2 CPU cores; the im2col
-    # one (`auto`) pays only from about 300 images up (README, Speed).
+    # takes the ResNet's step from 317 to 254 ms on 2 CPU cores
+    # (benchmark.py --shapes=default); the im2col one (`auto`) pays only
+    # from about 300 images up (README, Speed).
     model.kernel_grad = "xla"
   # Each later round is a stage whose `pretrain` is the round before: it
   # starts from that round's weights and adds its encoder to the graph.

@@ -40,13 +40,13 @@ from absl import flags
 import jax
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from experiments.speed import (FULL_STEP_SHAPES, SHAPES, USB_FIXMATCH_LENET_STEP_MS, jax_compute,  # pylint: disable=g-import-not-at-top
+from experiments.speed import (FULL_STEP_CONFIGS, SHAPES, USB_FIXMATCH_LENET_STEP_MS, jax_compute,  # pylint: disable=g-import-not-at-top
                                jax_full_step, load_config, time_calls, time_to_accuracy,
                                torch_compute)
 
 _MODELS = flags.DEFINE_list("models", ["lenet", "resnet"], "Models to time.")
 _SHAPES = flags.DEFINE_list("shapes", ["supervised", "fixmatch"], "Batch shapes to time: "
-                            "supervised, fixmatch, default (see the docstring).")
+                            f"{', '.join(SHAPES)} (see the docstring).")
 _REPEATS = flags.DEFINE_integer("repeats", 20, "Timed calls per measurement (median kept).")
 _KERNEL_GRADS = flags.DEFINE_list(
     "kernel_grads", ["xla", "auto"], "Convolution kernel gradients to time (models' "
@@ -111,7 +111,7 @@ def main(argv):
       for kernel_grad in _KERNEL_GRADS.value:
         calls["jax", "compute", kernel_grad] = jax_compute(model_name, kernel_grad, images)
         counts["jax", "compute", kernel_grad] = images
-        if not _NO_FULL_STEP.value and shape in FULL_STEP_SHAPES:
+        if not _NO_FULL_STEP.value and shape in FULL_STEP_CONFIGS:
           key = ("jax", "step", kernel_grad)
           calls[key], counts[key] = jax_full_step(model_name, kernel_grad, shape)
       if torch_ok:

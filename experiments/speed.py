@@ -29,7 +29,8 @@ from mnist_ten import train  # pylint: disable=g-import-not-at-top
 # 8 x 16 unlabeled with pseudo-labels), whose whole step needs a graph first
 # and so is timed as the network's step only.
 SHAPES = {"supervised": (64, 0), "fixmatch": (64, 2 * 7 * 64), "default": (16, 8 * 16)}
-FULL_STEP_SHAPES = ("supervised", "fixmatch")
+# The config whose trainer step `jax_full_step` times, per shape.
+FULL_STEP_CONFIGS = {"supervised": supervised_config, "fixmatch": fixmatch_config}
 LR, MOMENTUM = 0.03, 0.9
 # USB (semilearn 0.3.2) FixMatch step with its LeNet-sized CNN on this 2-core
 # CPU, data loading and augmentation included (../shared/README.md).
@@ -87,7 +88,7 @@ def jax_compute(model_name, kernel_grad, num_images):
 def jax_full_step(model_name, kernel_grad, shape):
   """The trainer's own step for the method of this shape, on MNIST."""
   arg = f"model={model_name}"
-  config = (supervised_config if shape == "supervised" else fixmatch_config).get_config(arg)
+  config = FULL_STEP_CONFIGS[shape].get_config(arg)
   config.model.kernel_grad = kernel_grad
   setup = train.Setup(config)
   tx, schedule = optim.make(config.optim, config.num_steps)
