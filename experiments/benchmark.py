@@ -7,7 +7,9 @@ For each model and batch shape it times, in one process:
   jax_compute   forward + backward + SGD (Nesterov) update of the network on a
                 fixed batch: the work PyTorch does below, nothing else
   jax_step      the trainer's whole step for that method (on-device sampling,
-                augmentation, forward, backward, update, EMA) on MNIST
+                augmentation, forward, backward, update, EMA) on MNIST, as the
+                config ships and in the variants of speed.FULL_STEP_VARIANTS
+                (FixMatch: fixmatch.weak_pass=separate)
   torch_compute the jax_compute step written in PyTorch (same architecture,
                 batch, loss and optimizer), when torch is installed
 The calls of one model and shape take turns (one timing each per round), so
@@ -40,7 +42,7 @@ from absl import flags
 import jax
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from experiments.speed import (FULL_STEP_CONFIGS, SHAPES, USB_FIXMATCH_LENET_STEP_MS, jax_compute,  # pylint: disable=g-import-not-at-top
+from experiments.speed import (FULL_STEP_CONFIGS, FULL_STEP_VARIANTS, SHAPES, USB_FIXMATCH_LENET_STEP_MS, jax_compute,  # pylint: disable=g-import-not-at-top
                                jax_full_step, load_config, time_calls, time_to_accuracy,
                                torch_compute)
 
@@ -63,15 +65,16 @@ _EVAL_EVERY = flags.DEFINE_integer("eval_every", 100, "Steps between test evalua
 _LABEL_SEED = flags.DEFINE_integer("label_seed", 0, "Label draw for --time_to_accuracy.")
 _OUT = flags.DEFINE_string("out", "experiments/results/benchmark/cpu.json", "JSON output.")
 
-def _record(framework, kind, model, shape, images, first, median, times, kernel_grad=""):
+def _record(framework, kind, model, shape, images, first, median, times, kernel_grad="",
+            variant=""):
   r = {"framework": framework, "kind": kind, "model": model, "shape": shape,
-       "kernel_grad": kernel_grad,
+       "kernel_grad": kernel_grad, "variant": variant,
        "images_per_step": images, "first_call_s": round(first, 3),
        "ms_per_step": round(1e3 * median, 2), "images_per_s": round(images / median, 1),
        "ms_all": [round(1e3 * t, 2) for t in times]}
   print(f"{framework:6s} {kind:8s} {model:7s} {kernel_grad:6s} {shape:10s} {images:5d} img/step  "
-        f"first call {first:6.2f} s  {1e3 * median:8.1f} ms/step  {images / median:8.0f} img/s",
-        flush=True)
+        f"first call {first:6.2f} s  {1e3 * median:8.1f} ms/step  {images / median:8.0f} img/s"
+        + (f"  [{variant}]" if variant else ""), flush=True)
   return r
 
 
@@ -107,34 +110,36 @@ def main(argv):
     for shape in _SHAPES.value:
       n_lab, n_unl = SHAPES[shape]
       images = n_lab + n_unl
-      calls, counts = {}, {}  # (framework, kind, kernel_grad) -> timed call, images
+      # (framework, kind, kernel_grad, variant) -> timed call, images
+      calls, counts = {}, {}
       for kernel_grad in _KERNEL_GRADS.value:
-        calls["jax", "compute", kernel_grad] = jax_compute(model_name, kernel_grad, images)
-        counts["jax", "compute", kernel_grad] = images
+        calls["jax", "compute", kernel_grad, ""] = jax_compute(model_name, kernel_grad, images)
+        counts["jax", "compute", kernel_grad, ""] = images
         if not _NO_FULL_STEP.value and shape in FULL_STEP_CONFIGS:
-          key = ("jax", "step", kernel_grad)
-          calls[key], counts[key] = jax_full_step(model_name, kernel_grad, shape)
+          variants = {"": {}, **FULL_STEP_VARIANTS.get(shape, {})}
+          for variant, overrides in variants.items():
+            key = ("jax", "step", kernel_grad, variant)
+            calls[key], counts[key] = jax_full_step(model_name, kernel_grad, shape, overrides)
       if torch_ok:
-        calls["torch", "compute", ""], version, threads = torch_compute(model_name, images)
-        counts["torch", "compute", ""] = images
+        calls["torch", "compute", "", ""], version, threads = torch_compute(model_name, images)
+        counts["torch", "compute", "", ""] = images
         out["machine"].update(torch=version, torch_threads=threads)
       timed = time_calls(calls, _REPEATS.value)
       records = {key: _record(key[0], key[1], model_name, shape, counts[key], *timed[key],
-                              kernel_grad=key[2]) for key in calls}
+                              kernel_grad=key[2], variant=key[3]) for key in calls}
       out["records"] += list(records.values())
       if (model_name, shape) == ("lenet", "fixmatch"):
-        for kernel_grad in _KERNEL_GRADS.value:
-          step_r = records.get(("jax", "step", kernel_grad))
-          if step_r:
+        for (_, kind, kernel_grad, variant), step_r in records.items():
+          if kind == "step":
             ratio = step_r["ms_per_step"] / USB_FIXMATCH_LENET_STEP_MS
-            out["ratios"].append({"model": model_name, "shape": shape,
-                                  "kernel_grad": kernel_grad, "step_over_usb": round(ratio, 3)})
-            print(f"  whole FixMatch step ({kernel_grad}) / USB's 0.79 s: {ratio:.2f}",
-                  flush=True)
+            out["ratios"].append({"model": model_name, "shape": shape, "kernel_grad": kernel_grad,
+                                  "variant": variant, "step_over_usb": round(ratio, 3)})
+            print(f"  whole FixMatch step ({kernel_grad}{', ' + variant if variant else ''}) "
+                  f"/ USB's 0.79 s: {ratio:.2f}", flush=True)
       if torch_ok:
-        torch_ms = records["torch", "compute", ""]["ms_per_step"]
+        torch_ms = records["torch", "compute", "", ""]["ms_per_step"]
         for kernel_grad in _KERNEL_GRADS.value:
-          ratio = records["jax", "compute", kernel_grad]["ms_per_step"] / torch_ms
+          ratio = records["jax", "compute", kernel_grad, ""]["ms_per_step"] / torch_ms
           out["ratios"].append({"model": model_name, "shape": shape, "kernel_grad": kernel_grad,
                                 "jax_over_torch": round(ratio, 3)})
           print(f"  JAX ({kernel_grad}) / PyTorch step time, {model_name} {shape}: "

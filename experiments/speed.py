@@ -31,6 +31,9 @@ from mnist_ten import train  # pylint: disable=g-import-not-at-top
 SHAPES = {"supervised": (64, 0), "fixmatch": (64, 2 * 7 * 64), "default": (16, 8 * 16)}
 # The config whose trainer step `jax_full_step` times, per shape.
 FULL_STEP_CONFIGS = {"supervised": supervised_config, "fixmatch": fixmatch_config}
+# The variants of that step timed beside the config as it ships: name -> config
+# overrides (flattened paths).
+FULL_STEP_VARIANTS = {"fixmatch": {"weak_pass=separate": {"fixmatch.weak_pass": "separate"}}}
 LR, MOMENTUM = 0.03, 0.9
 # USB (semilearn 0.3.2) FixMatch step with its LeNet-sized CNN on this 2-core
 # CPU, data loading and augmentation included (../shared/README.md).
@@ -85,11 +88,13 @@ def jax_compute(model_name, kernel_grad, num_images):
   return call
 
 
-def jax_full_step(model_name, kernel_grad, shape):
-  """The trainer's own step for the method of this shape, on MNIST."""
+def jax_full_step(model_name, kernel_grad, shape, overrides=None):
+  """The trainer's own step for the method of this shape, on MNIST, with the
+  config `overrides` ({flattened path: value}) applied."""
   arg = f"model={model_name}"
   config = FULL_STEP_CONFIGS[shape].get_config(arg)
   config.model.kernel_grad = kernel_grad
+  config.update_from_flattened_dict(overrides or {})
   setup = train.Setup(config)
   tx, schedule = optim.make(config.optim, config.num_steps)
   state = train.init_state(setup.model, tx, config, setup.dataset.image_shape, setup.mesh)

@@ -21,11 +21,12 @@ def test_knn_majority_vote():
   assert int(pred[0]) == 1
 
 
-def _fixmatch(threshold, preset=None):
+def _fixmatch(threshold, preset=None, **fixmatch_options):
   from configs import fixmatch as fixmatch_config
   from mnist_ten import methods
   config = fixmatch_config.get_config(preset)
   config.batch_size, config.fixmatch.mu, config.fixmatch.threshold = 4, 2, threshold
+  config.fixmatch.update(fixmatch_options)
   return methods.build(config, methods.Context(num_classes=3, hflip_allowed=False))
 
 
@@ -57,6 +58,62 @@ def test_fixmatch_batch_shapes_and_mask():
       jnp.float32(10.0), forward=forward, labeled=labeled, unlabeled=unlabeled,
       rng=jax.random.key(1), step=0)
   assert float(metrics["mask_rate"]) == 0.0 and float(metrics["loss/unsupervised"]) == 0.0
+
+
+def _fixmatch_loss_and_grad(method, model, variables, labeled, unlabeled):
+  import jax
+  from mnist_ten import train
+
+  def loss_fn(params):
+    loss, metrics, stats = method.loss(
+        params, forward=train.make_forward(model, variables.get("batch_stats", {})),
+        labeled=labeled, unlabeled=unlabeled, rng=jax.random.key(1), step=0)
+    return loss, (metrics, stats)
+  return jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_fixmatch_separate_weak_pass(batch_norm):
+  """weak_pass=separate: the weak view in its own pass, labeled + strong in
+  another. Without batch norm the loss and gradient equal the joint pass's
+  (the weak logits carry no gradient either way); with it, the running
+  statistics are the image-weighted mean of the two passes' updates."""
+  import jax
+  from mnist_ten import config as config_lib
+  from mnist_ten import models
+  model = models.build(config_lib.model_config("lenet", batch_norm=batch_norm), 3)
+  labeled, unlabeled = _batches()
+  variables = model.init(jax.random.key(0), labeled.images)
+  results = {}
+  for weak_pass in ("joint", "separate"):
+    method = _fixmatch(threshold=0.4, weak_pass=weak_pass)
+    results[weak_pass] = _fixmatch_loss_and_grad(method, model, variables, labeled, unlabeled)
+  (loss_j, (metrics_j, stats_j)), grads_j = results["joint"]
+  (loss_s, (metrics_s, stats_s)), grads_s = results["separate"]
+  assert float(metrics_j["mask_rate"]) > 0  # the unlabeled term is in play
+  if not batch_norm:
+    np.testing.assert_allclose(loss_s, loss_j, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                 grads_s, grads_j)
+    return
+  # Each pass normalises with its own statistics: the losses differ.
+  assert abs(float(loss_s) - float(loss_j)) > 1e-6
+  # The running statistics: the image-weighted mean of each pass's update.
+  from mnist_ten import train
+  k_lab, k_weak, k_strong = jax.random.split(jax.random.key(1), 3)
+  forward = train.make_forward(model, variables["batch_stats"])
+  _, weak_stats = forward(variables["params"], method.weak(k_weak, unlabeled.images))
+  _, other_stats = forward(variables["params"], jnp.concatenate(
+      [method.labeled_augment(k_lab, labeled.images), method.strong(k_strong, unlabeled.images)]))
+  expected = jax.tree.map(lambda w, o: 8 / 20 * w + 12 / 20 * o, weak_stats, other_stats)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+               stats_s, expected)
+
+
+def test_fixmatch_weak_pass_must_be_known():
+  from mnist_ten.errors import ConfigError
+  with pytest.raises(ConfigError, match="weak_pass"):
+    _fixmatch(0.95, weak_pass="both")
 
 
 def test_fixmatch_align_spreads_one_class_pseudo_labels():
