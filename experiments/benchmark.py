@@ -42,11 +42,13 @@ from absl import flags
 import jax
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from experiments.speed import (FULL_STEP_CONFIGS, FULL_STEP_VARIANTS, SHAPES, USB_FIXMATCH_LENET_STEP_MS, jax_compute,  # pylint: disable=g-import-not-at-top
-                               jax_full_step, load_config, time_calls, time_to_accuracy,
-                               torch_compute)
+from experiments.speed import (  # pylint: disable=g-import-not-at-top
+    BENCH_MODELS, FULL_STEP_CONFIGS, FULL_STEP_VARIANTS, SHAPES, USB_FIXMATCH_LENET_STEP_MS,
+    jax_compute, jax_full_step, load_config, time_calls, time_to_accuracy, torch_compute)
 
-_MODELS = flags.DEFINE_list("models", ["lenet", "resnet"], "Models to time.")
+_MODELS = flags.DEFINE_list("models", ["lenet", "resnet"], "Models to time: "
+                            f"{', '.join(BENCH_MODELS)} (lenet_nobn: the LeNet without "
+                            "batch norm of ../shared/README.md's reference timing).")
 _SHAPES = flags.DEFINE_list("shapes", ["supervised", "fixmatch"], "Batch shapes to time: "
                             f"{', '.join(SHAPES)} (see the docstring).")
 _REPEATS = flags.DEFINE_integer("repeats", 20, "Timed calls per measurement (median kept).")
@@ -96,9 +98,11 @@ def main(argv):
         load_config(_TTA.value), _TARGET.value, _EVAL_EVERY.value, _LABEL_SEED.value)})
     return
   out = {"machine": machine, "repeats": _REPEATS.value, "records": [], "ratios": []}
-  unknown = [s for s in _SHAPES.value if s not in SHAPES]
-  if unknown:
-    raise app.UsageError(f"unknown shape(s) {unknown}; known: {sorted(SHAPES)}")
+  for what, names, known in (("shape", _SHAPES.value, SHAPES),
+                             ("model", _MODELS.value, BENCH_MODELS)):
+    unknown = [n for n in names if n not in known]
+    if unknown:
+      raise app.UsageError(f"unknown {what}(s) {unknown}; known: {sorted(known)}")
   torch_ok = not _NO_TORCH.value
   if torch_ok:
     try:

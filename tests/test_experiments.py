@@ -148,19 +148,25 @@ def test_benchmark_calls_take_turns_and_report_medians():
   assert len(times) == 3 and min(times) <= median <= max(times) and first >= 0
 
 
-def test_benchmark_jax_step_runs():
+@pytest.mark.parametrize("model", ["lenet", "lenet_nobn"])
+def test_benchmark_jax_step_runs(model):
   from experiments import speed
-  call = speed.jax_compute("lenet", "auto", 4)
+  call = speed.jax_compute(model, "auto", 4)
   call()  # compiles and runs one donated step; a second call reuses the state
   call()
 
 
-def test_benchmark_names_an_unknown_shape():
-  out = subprocess.run([sys.executable, "experiments/benchmark.py", "--shapes=default,huge",
+@pytest.mark.parametrize("flag, message", [
+    ("--shapes=default,huge", "unknown shape(s) ['huge']; known: ['default', 'fixmatch', "
+     "'supervised']"),
+    ("--models=lenet_nobn,vgg", "unknown model(s) ['vgg']; known: ['lenet', 'lenet_nobn', "
+     "'resnet']")])
+def test_benchmark_names_an_unknown_shape_or_model(flag, message):
+  out = subprocess.run([sys.executable, "experiments/benchmark.py", flag,
                         "--out=/nonexistent/never.json"], cwd=ROOT, capture_output=True,
                        text=True, timeout=300)
   assert out.returncode != 0
-  assert "unknown shape(s) ['huge']; known: ['default', 'fixmatch', 'supervised']" in out.stderr
+  assert message in out.stderr
 
 
 def test_time_to_accuracy_leaves_out_the_timing_evaluations(toy_config, tmp_path):
