@@ -22,8 +22,8 @@ def get_config(arg=None):
   c.model = config_lib.model_config(options.get("model", "lenet"))
   c.batch_size = 64
   c.fixmatch = dict(mu=7, threshold=0.95, lambda_u=1.0, rampup_steps=0, align="align" in flags,
-                    # "joint": one pass for all views (as published); "separate":
-                    # the weak view in its own pass without gradient (faster).
+                    # joint (as published), no_grad or separate: the last two skip
+                    # the weak view's backward (mnist_ten/methods/fixmatch.py).
                     weak_pass="joint")
   c.augment.labeled = WEAK
   c.augment.weak = WEAK

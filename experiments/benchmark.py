@@ -9,7 +9,7 @@ For each model and batch shape it times, in one process:
   jax_step      the trainer's whole step for that method (on-device sampling,
                 augmentation, forward, backward, update, EMA) on MNIST, as the
                 config ships and in the variants of speed.FULL_STEP_VARIANTS
-                (FixMatch: fixmatch.weak_pass=separate)
+                (FixMatch: fixmatch.weak_pass=no_grad and separate)
   torch_compute the jax_compute step written in PyTorch (same architecture,
                 batch, loss and optimizer), when torch is installed
 The calls of one model and shape take turns (one timing each per round), so

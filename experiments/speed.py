@@ -33,7 +33,8 @@ SHAPES = {"supervised": (64, 0), "fixmatch": (64, 2 * 7 * 64), "default": (16, 8
 FULL_STEP_CONFIGS = {"supervised": supervised_config, "fixmatch": fixmatch_config}
 # The variants of that step timed beside the config as it ships: name -> config
 # overrides (flattened paths).
-FULL_STEP_VARIANTS = {"fixmatch": {"weak_pass=separate": {"fixmatch.weak_pass": "separate"}}}
+FULL_STEP_VARIANTS = {"fixmatch": {f"weak_pass={p}": {"fixmatch.weak_pass": p}
+                                    for p in ("no_grad", "separate")}}
 # Benchmarked networks: name -> (registered model, its arguments), the same
 # in both frameworks. lenet_nobn is the network of ../shared/README.md's
 # reference timing (JAX ~1.1 s, PyTorch 2.13 0.37-0.49 s at 960 images).

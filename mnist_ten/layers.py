@@ -11,6 +11,15 @@ images at a time inside a `lax.scan` so that the patches stay in cache
 rather than being written out for the whole batch (0.25 s). The forward pass
 and the input gradient stay XLA's own convolutions, which are fast.
 
+`gradient_rows(n)`: within it, the rows of a batch from n on go through the
+same forward pass (the same convolutions, the same batch-norm statistics),
+but no gradient flows through them into a `Conv` or into a `BatchNorm`'s
+statistics, so the backward convolutions, most of a step's time, skip
+them. It is for rows that the loss uses without gradient: FixMatch's weak
+view, whose logits only make stop-gradient pseudo-labels
+(`fixmatch.weak_pass=no_grad`). A context, read while the step is traced,
+so that the models need no extra argument on every layer.
+
 `max_pool` is a 2x2 max-pool as a reshape and a max, whose gradient is an
 elementwise select; XLA:CPU's `reduce_window` gradient (`select_and_scatter`)
 is several times slower.
@@ -19,8 +28,10 @@ Off CPU (GPU, TPU) and across several devices the convolution is XLA's
 own (see `use_im2col`): cuDNN and the TPU compiler handle it well.
 `experiments/benchmark.py` and the README's Speed section give the timings.
 """
+import contextlib
+import contextvars
 import functools
-from typing import Sequence
+from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -33,6 +44,35 @@ KERNEL_GRADS = ("auto", "xla", "im2col")
 # second convolution ran fastest with 4-8 images of 14x14x800 patches).
 _PATCH_BYTES = 4 << 20
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+
+
+_GRADIENT_ROWS: contextvars.ContextVar[Optional[int]] = contextvars.ContextVar(
+    "gradient_rows", default=None)
+
+
+@contextlib.contextmanager
+def gradient_rows(n: int):
+  """Within: no gradient flows through the rows from `n` on into a
+  convolution or batch-norm statistics (see the module docstring)."""
+  token = _GRADIENT_ROWS.set(int(n))
+  try:
+    yield
+  finally:
+    _GRADIENT_ROWS.reset(token)
+
+
+def _tail_start(x) -> Optional[int]:
+  """The first row without gradient, or None when every row has it."""
+  n = _GRADIENT_ROWS.get()
+  return n if n is not None and n < x.shape[0] else None
+
+
+def stop_tail_gradient(x):
+  """x with the rows from `gradient_rows`'s n on under stop_gradient."""
+  n = _tail_start(x)
+  if n is None:
+    return x
+  return jnp.concatenate([x[:n], jax.lax.stop_gradient(x[n:])])
 
 
 def _conv(x, kernel, strides, padding):
@@ -122,13 +162,25 @@ class Conv(nn.Module):
                         (kh, kw, x.shape[-1], self.features))
     strides = (self.strides, self.strides)
     padding = tuple(jax.lax.padtype_to_pads(x.shape[1:3], (kh, kw), strides, "SAME"))
-    if use_im2col(self.kernel_grad):
-      y = conv_im2col_grad(x, kernel, strides, padding)
-    else:
-      y = _conv(x, kernel, strides, padding)
+    conv = conv_im2col_grad if use_im2col(self.kernel_grad) else _conv
+    n = _tail_start(x)
+    if n is None:
+      y = conv(x, kernel, strides, padding)
+    else:  # two convolutions, so that the rows without gradient have no backward
+      y = jnp.concatenate([conv(x[:n], kernel, strides, padding),
+                           _conv(jax.lax.stop_gradient(x[n:]), jax.lax.stop_gradient(kernel),
+                                 strides, padding)])
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.features,))
     return y
+
+
+class BatchNorm(nn.BatchNorm):
+  """`flax.linen.BatchNorm` (same parameters and statistics) whose rows past
+  `gradient_rows` count in the batch statistics without gradient."""
+
+  def __call__(self, x, *args, **kwargs):  # pylint: disable=arguments-differ
+    return super().__call__(stop_tail_gradient(x), *args, **kwargs)
 
 
 def max_pool(x, window: int = 2):

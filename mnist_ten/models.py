@@ -98,7 +98,7 @@ class LeNet(nn.Module):
     for c in (32, 64):
       x = layers.Conv(c, (5, 5), use_bias=not self.batch_norm, kernel_grad=self.kernel_grad)(x)
       if self.batch_norm:
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.99)(x)
+        x = layers.BatchNorm(use_running_average=not train, momentum=0.99)(x)
       x = layers.max_pool(nn.relu(x))
     return nn.relu(nn.Dense(self.width)(x.reshape((x.shape[0], -1))))
 
@@ -109,7 +109,7 @@ def _norm(kind: str, train: bool, name=None, zero_scale: bool = False):
   group norm (no running statistics) is the safer choice."""
   scale_init = nn.initializers.zeros if zero_scale else nn.initializers.ones
   if kind == "batch":
-    return nn.BatchNorm(use_running_average=not train, momentum=0.99,
+    return layers.BatchNorm(use_running_average=not train, momentum=0.99,
                         scale_init=scale_init, name=name)
   if kind == "group":
     return nn.GroupNorm(num_groups=None, group_size=8, scale_init=scale_init, name=name)

@@ -97,3 +97,32 @@ def test_auto_uses_im2col_on_one_cpu_device_only(monkeypatch):
   # every device (checked in the 2-device HLO): XLA's gradient instead.
   monkeypatch.setattr(jax, "device_count", lambda: 4)
   assert not layers.use_im2col("auto")
+
+
+@pytest.mark.parametrize("kernel_grad", ["auto", "xla"])
+def test_gradient_rows_keeps_the_forward_pass_and_cuts_the_later_rows(kernel_grad):
+  """Within gradient_rows(n) the ResNet (batch norm, strided and shortcut
+  convolutions) computes the same outputs and statistics, and the rows from
+  n on pass no gradient back: a loss on the first n rows, which reaches the
+  later rows through the batch statistics without the cut, gives them a zero
+  input gradient with it. (That the backward convolutions then skip those
+  rows is tested on FixMatch's compiled step in test_methods.py.)"""
+  model = models.build(config_lib.model_config("resnet", widths=(4, 8), kernel_grad=kernel_grad),
+                       3)
+  x = jax.random.uniform(jax.random.key(0), (6, 12, 12, 1))
+  variables = model.init(jax.random.key(1), x)
+
+  def apply(x):
+    return model.apply(variables, x, train=True, mutable=["batch_stats"])
+
+  def input_grad(x):
+    return jax.grad(lambda x: apply(x)[0][:4].sum())(x)
+  out, stats = apply(x)
+  grad = input_grad(x)
+  with layers.gradient_rows(4):
+    out_cut, stats_cut = apply(x)
+    grad_cut = input_grad(x)
+  np.testing.assert_allclose(out_cut, out, rtol=1e-5, atol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5), stats_cut, stats)
+  assert float(jnp.abs(grad[4:]).max()) > 0 and float(jnp.abs(grad_cut[4:]).max()) == 0.0
+  assert float(jnp.abs(grad_cut[:4]).max()) > 0

@@ -72,33 +72,52 @@ def _fixmatch_loss_and_grad(method, model, variables, labeled, unlabeled):
   return jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
 
 
-@pytest.mark.parametrize("batch_norm", [False, True])
-def test_fixmatch_separate_weak_pass(batch_norm):
-  """weak_pass=separate: the weak view in its own pass, labeled + strong in
-  another. Without batch norm the loss and gradient equal the joint pass's
-  (the weak logits carry no gradient either way); with it, the running
-  statistics are the image-weighted mean of the two passes' updates."""
+def _lenet_fixmatch_runs(batch_norm, weak_passes, kernel_grad="auto"):
   import jax
   from mnist_ten import config as config_lib
   from mnist_ten import models
-  model = models.build(config_lib.model_config("lenet", batch_norm=batch_norm), 3)
+  model = models.build(config_lib.model_config("lenet", batch_norm=batch_norm,
+                                               kernel_grad=kernel_grad), 3)
   labeled, unlabeled = _batches()
   variables = model.init(jax.random.key(0), labeled.images)
-  results = {}
-  for weak_pass in ("joint", "separate"):
+  runs = {}
+  for weak_pass in weak_passes:
     method = _fixmatch(threshold=0.4, weak_pass=weak_pass)
-    results[weak_pass] = _fixmatch_loss_and_grad(method, model, variables, labeled, unlabeled)
-  (loss_j, (metrics_j, stats_j)), grads_j = results["joint"]
-  (loss_s, (metrics_s, stats_s)), grads_s = results["separate"]
+    runs[weak_pass] = method, _fixmatch_loss_and_grad(method, model, variables, labeled,
+                                                      unlabeled)
+  return model, variables, labeled, unlabeled, runs
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_fixmatch_weak_passes(batch_norm):
+  """weak_pass: no_grad keeps the joint forward pass (same loss, same
+  statistics) and drops only the weak rows' gradient through the batch
+  statistics; separate runs the weak view in a pass of its own. Without
+  batch norm all three give the joint pass's loss and gradient (the weak
+  logits carry no gradient in any of them); with it, separate's running
+  statistics are the image-weighted mean of the two passes' updates."""
+  import jax
+  model, variables, labeled, unlabeled, runs = _lenet_fixmatch_runs(
+      batch_norm, ("joint", "no_grad", "separate"))
+  (loss_j, (metrics_j, stats_j)), grads_j = runs["joint"][1]
+  (loss_n, (_, stats_n)), grads_n = runs["no_grad"][1]
+  method, ((loss_s, (_, stats_s)), grads_s) = runs["separate"]
   assert float(metrics_j["mask_rate"]) > 0  # the unlabeled term is in play
+  close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(loss_n, loss_j, rtol=1e-5)
+  jax.tree.map(close, stats_n, stats_j)
   if not batch_norm:
     np.testing.assert_allclose(loss_s, loss_j, rtol=1e-5)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-                 grads_s, grads_j)
+    jax.tree.map(close, grads_s, grads_j)
+    jax.tree.map(close, grads_n, grads_j)
     return
-  # Each pass normalises with its own statistics: the losses differ.
+  # no_grad: the gradient differs from the joint pass's by the statistics term only.
+  diff = max(float(jnp.abs(a - b).max() / jnp.abs(b).max())
+             for a, b in zip(jax.tree.leaves(grads_n), jax.tree.leaves(grads_j)))
+  assert 0 < diff < 0.5
+  # separate: each pass normalises with its own statistics, so the losses differ,
   assert abs(float(loss_s) - float(loss_j)) > 1e-6
-  # The running statistics: the image-weighted mean of each pass's update.
+  # and the running statistics are the image-weighted mean of each pass's update.
   from mnist_ten import train
   k_lab, k_weak, k_strong = jax.random.split(jax.random.key(1), 3)
   forward = train.make_forward(model, variables["batch_stats"])
@@ -108,6 +127,34 @@ def test_fixmatch_separate_weak_pass(batch_norm):
   expected = jax.tree.map(lambda w, o: 8 / 20 * w + 12 / 20 * o, weak_stats, other_stats)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
                stats_s, expected)
+
+
+@pytest.mark.parametrize("weak_pass, weak_rows_backward", [("joint", True), ("no_grad", False)])
+def test_fixmatch_no_grad_weak_pass_builds_no_backward_for_the_weak_rows(weak_pass,
+                                                                          weak_rows_backward):
+  """The point of no_grad: in the compiled gradient, the convolutions over the
+  8 weak rows are the forward pass's 2 only, and none spans the whole batch."""
+  import re
+  import jax
+  from mnist_ten import config as config_lib
+  from mnist_ten import models
+  from mnist_ten import train
+  model = models.build(config_lib.model_config("lenet", kernel_grad="xla"), 3)
+  labeled, unlabeled = _batches()
+  variables = model.init(jax.random.key(0), labeled.images)
+  method = _fixmatch(threshold=0.4, weak_pass=weak_pass)
+
+  def loss(params):
+    return method.loss(params, forward=train.make_forward(model, variables["batch_stats"]),
+                       labeled=labeled, unlabeled=unlabeled, rng=jax.random.key(1), step=0)[0]
+  text = jax.jit(jax.grad(loss)).lower(variables["params"]).as_text()
+  batches = [int(b) for b in re.findall(r"stablehlo.convolution.*?: \(tensor<(\d+)x", text)]
+  # 2 forward + 3 backward convolutions (+ 2 forward over the weak rows)
+  assert len(batches) == (5 if weak_rows_backward else 7)
+  if weak_rows_backward:
+    assert batches == [20] * 5
+  else:
+    assert sorted(batches) == [8, 8] + [12] * 5
 
 
 def test_fixmatch_weak_pass_must_be_known():

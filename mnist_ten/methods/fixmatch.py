@@ -6,16 +6,20 @@ forward pass (shared batch-norm statistics) by default, the pseudo-labels
 carry no gradient, and the mask rate is logged. Pseudo-label *accuracy* needs
 the unlabeled labels, so it is never computed here.
 
-`fixmatch.weak_pass="separate"` runs the weak view through its own forward
-pass with no gradient (USB's `use_cat=False`), and the labeled and strong
-views through one forward + backward pass. The weak view's logits only make
-stop-gradient pseudo-labels, so the joint pass spends a third of its backward
-on rows whose loss gradient is zero but for their share of the batch-norm
-statistics; the separate pass skips it (about 30% of the step, see the
-README's speed section). What changes: each pass normalises with its own
-batch statistics, and the running statistics take the image-weighted mean of
-the two passes' updates. Without batch norm both give the same loss and
-gradient (tested).
+The weak view's logits only make stop-gradient pseudo-labels, so the joint
+pass spends almost half of its backward on rows whose only gradient is their
+share of the batch-norm statistics. `fixmatch.weak_pass` can skip it (the
+README's speed section has the timings):
+- "joint" (default): as published.
+- "no_grad": the same joint forward pass (same batch statistics, same
+  logits), but the weak rows carry no gradient, not even through the
+  statistics (`layers.gradient_rows`), so their backward is skipped. The
+  gradient lacks only that statistics term.
+- "separate": the weak view in a forward pass of its own without gradient
+  (USB's `use_cat=False`), labeled + strong in another. Each pass normalises
+  with its own batch statistics; the running statistics take the
+  image-weighted mean of the two passes' updates.
+Without batch norm all three give the same loss and gradient (tested).
 
 `fixmatch.align=True` aligns the weak view's predictions to the labeled
 examples' class distribution before thresholding (ReMixMatch's distribution
@@ -25,11 +29,12 @@ batch mean). Off by default: FixMatch as published.
 import jax
 import jax.numpy as jnp
 
+from mnist_ten import layers
 from mnist_ten import losses
 from mnist_ten.errors import ConfigError
 from mnist_ten.methods import METHODS, Method
 
-WEAK_PASSES = ("joint", "separate")
+WEAK_PASSES = ("joint", "no_grad", "separate")
 
 
 @METHODS.register("fixmatch")
@@ -62,6 +67,12 @@ class FixMatch(Method):
       logits, batch_stats = forward(params, jnp.concatenate([lab, weak, strong]))
       logits_lab = logits[:n_lab]
       logits_weak, logits_strong = logits[n_lab:n_lab + n_unl], logits[n_lab + n_unl:]
+    elif self.weak_pass == "no_grad":
+      # The weak rows last: the layers cut the gradient of every row from n on.
+      with layers.gradient_rows(n_lab + n_unl):
+        logits, batch_stats = forward(params, jnp.concatenate([lab, strong, weak]))
+      logits_lab = logits[:n_lab]
+      logits_strong, logits_weak = logits[n_lab:n_lab + n_unl], logits[n_lab + n_unl:]
     else:
       # stop_gradient on the parameters, not only on the logits: the weak
       # pass is then never linearised, and its backward is not built at all.
