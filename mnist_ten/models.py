@@ -110,7 +110,7 @@ def _norm(kind: str, train: bool, name=None, zero_scale: bool = False):
   scale_init = nn.initializers.zeros if zero_scale else nn.initializers.ones
   if kind == "batch":
     return layers.BatchNorm(use_running_average=not train, momentum=0.99,
-                        scale_init=scale_init, name=name)
+                            scale_init=scale_init, name=name)
   if kind == "group":
     return nn.GroupNorm(num_groups=None, group_size=8, scale_init=scale_init, name=name)
   if kind == "layer":
