@@ -13,8 +13,8 @@ README's speed section has the timings):
 - "joint" (default): as published.
 - "no_grad": the same joint forward pass (same batch statistics, same
   logits), but the weak rows carry no gradient, not even through the
-  statistics (`layers.gradient_rows`), so their backward is skipped. The
-  gradient lacks only that statistics term.
+  statistics (`layers.gradient_rows`), so the backward convolutions skip
+  them. The gradient lacks only that statistics term.
 - "separate": the weak view in a forward pass of its own without gradient
   (USB's `use_cat=False`), labeled + strong in another. Each pass normalises
   with its own batch statistics; the running statistics take the
