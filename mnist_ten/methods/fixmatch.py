@@ -84,7 +84,7 @@ class FixMatch(Method):
       # the two passes' image-weighted statistics.
       share = n_unl / (n_lab + 2 * n_unl)
       batch_stats = jax.tree.map(lambda w, s: share * w + (1 - share) * s,
-                                 jax.lax.stop_gradient(weak_stats), batch_stats)
+                                 weak_stats, batch_stats)
     supervised = losses.cross_entropy(logits_lab, labeled.labels,
                                       label_smoothing=self.config.label_smoothing)
     prior = None
