@@ -60,7 +60,19 @@ def test_fixmatch_batch_shapes_and_mask():
   assert float(metrics["mask_rate"]) == 0.0 and float(metrics["loss/unsupervised"]) == 0.0
 
 
-def _fixmatch_loss_and_grad(method, model, variables, labeled, unlabeled):
+def _lenet(batch_norm=True, kernel_grad="auto"):
+  """A LeNet for 3 classes, its variables, and the labeled and unlabeled batches."""
+  import jax
+  from mnist_ten import config as config_lib
+  from mnist_ten import models
+  model = models.build(config_lib.model_config("lenet", batch_norm=batch_norm,
+                                               kernel_grad=kernel_grad), 3)
+  labeled, unlabeled = _batches()
+  return model, model.init(jax.random.key(0), labeled.images), labeled, unlabeled
+
+
+def _fixmatch_loss_fn(method, model, variables, labeled, unlabeled):
+  """params -> (loss, (metrics, new batch stats)) of one FixMatch step."""
   import jax
   from mnist_ten import train
 
@@ -69,22 +81,17 @@ def _fixmatch_loss_and_grad(method, model, variables, labeled, unlabeled):
         params, forward=train.make_forward(model, variables.get("batch_stats", {})),
         labeled=labeled, unlabeled=unlabeled, rng=jax.random.key(1), step=0)
     return loss, (metrics, stats)
-  return jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
+  return loss_fn
 
 
-def _lenet_fixmatch_runs(batch_norm, weak_passes, kernel_grad="auto"):
+def _lenet_fixmatch_runs(batch_norm, weak_passes):
   import jax
-  from mnist_ten import config as config_lib
-  from mnist_ten import models
-  model = models.build(config_lib.model_config("lenet", batch_norm=batch_norm,
-                                               kernel_grad=kernel_grad), 3)
-  labeled, unlabeled = _batches()
-  variables = model.init(jax.random.key(0), labeled.images)
+  model, variables, labeled, unlabeled = _lenet(batch_norm)
   runs = {}
   for weak_pass in weak_passes:
     method = _fixmatch(threshold=0.4, weak_pass=weak_pass)
-    runs[weak_pass] = method, _fixmatch_loss_and_grad(method, model, variables, labeled,
-                                                      unlabeled)
+    loss_fn = _fixmatch_loss_fn(method, model, variables, labeled, unlabeled)
+    runs[weak_pass] = method, jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
   return model, variables, labeled, unlabeled, runs
 
 
@@ -136,18 +143,10 @@ def test_fixmatch_no_grad_weak_pass_builds_no_backward_for_the_weak_rows(weak_pa
   8 weak rows are the forward pass's 2 only, and none spans the whole batch."""
   import re
   import jax
-  from mnist_ten import config as config_lib
-  from mnist_ten import models
-  from mnist_ten import train
-  model = models.build(config_lib.model_config("lenet", kernel_grad="xla"), 3)
-  labeled, unlabeled = _batches()
-  variables = model.init(jax.random.key(0), labeled.images)
-  method = _fixmatch(threshold=0.4, weak_pass=weak_pass)
-
-  def loss(params):
-    return method.loss(params, forward=train.make_forward(model, variables["batch_stats"]),
-                       labeled=labeled, unlabeled=unlabeled, rng=jax.random.key(1), step=0)[0]
-  text = jax.jit(jax.grad(loss)).lower(variables["params"]).as_text()
+  model, variables, labeled, unlabeled = _lenet(kernel_grad="xla")
+  loss_fn = _fixmatch_loss_fn(_fixmatch(threshold=0.4, weak_pass=weak_pass), model, variables,
+                              labeled, unlabeled)
+  text = jax.jit(jax.grad(loss_fn, has_aux=True)).lower(variables["params"]).as_text()
   batches = [int(b) for b in re.findall(r"stablehlo.convolution.*?: \(tensor<(\d+)x", text)]
   # 2 forward + 3 backward convolutions (+ 2 forward over the weak rows)
   assert len(batches) == (5 if weak_rows_backward else 7)
