@@ -28,8 +28,12 @@ labels only time the run here; nothing is chosen by them.
 
 Shapes: supervised = 64 labeled images; fixmatch = 64 labeled + 2 x 448
 unlabeled views (mu = 7), the shape USB times at 0.79 s per step on 2 cores;
-default = 16 labeled + 128 unlabeled, the step of configs/default.py (the
-network's step only: its whole step needs a graph built first).
+default = 16 labeled + 128 unlabeled, the step of configs/default.py (its
+whole step trains on random stand-ins for the graph's pseudo-labels: same work).
+
+On a GPU (`jax.default_backend() == "gpu"`) the PyTorch step runs on CUDA
+too (--torch_device), synchronised after each step; jax_compute against
+jax_step then shows what the on-device sampling and augmentation cost.
 """
 import json
 import os
@@ -57,6 +61,9 @@ _KERNEL_GRADS = flags.DEFINE_list(
     "kernel_grad: xla = XLA's own gradient, auto = im2col on a single CPU device; "
     "the max-pool change applies to both).")
 _NO_TORCH = flags.DEFINE_bool("no_torch", False, "Skip the PyTorch reference.")
+_TORCH_DEVICE = flags.DEFINE_enum("torch_device", "auto", ["auto", "cpu", "cuda"],
+                                  "Where the PyTorch step runs; auto: cuda when JAX "
+                                  "runs on a GPU and torch sees one, else cpu.")
 _NO_FULL_STEP = flags.DEFINE_bool("no_full_step", False, "Skip the trainer's whole step "
                                   "(needs the dataset).")
 _TTA = flags.DEFINE_string("time_to_accuracy", None, "A config (configs/NAME.py[:preset]) "
@@ -65,6 +72,8 @@ _TARGET = flags.DEFINE_float("target", 0.99, "Test accuracy for --time_to_accura
 _EVAL_EVERY = flags.DEFINE_integer("eval_every", 100, "Steps between test evaluations for "
                                    "--time_to_accuracy.")
 _LABEL_SEED = flags.DEFINE_integer("label_seed", 0, "Label draw for --time_to_accuracy.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of the --time_to_accuracy run "
+                               "(default: a fresh temporary folder); must not hold a run.")
 _OUT = flags.DEFINE_string("out", "experiments/results/benchmark/cpu.json", "JSON output.")
 
 def _record(framework, kind, model, shape, images, first, median, times, kernel_grad="",
@@ -95,7 +104,8 @@ def main(argv):
              "devices": [str(d) for d in jax.devices()]}
   if _TTA.value:
     _write({"machine": machine, "time_to_accuracy": time_to_accuracy(
-        load_config(_TTA.value), _TARGET.value, _EVAL_EVERY.value, _LABEL_SEED.value)})
+        load_config(_TTA.value), _TARGET.value, _EVAL_EVERY.value, _LABEL_SEED.value,
+        _WORKDIR.value)})
     return
   out = {"machine": machine, "repeats": _REPEATS.value, "records": [], "ratios": []}
   for what, names, known in (("shape", _SHAPES.value, SHAPES),
@@ -110,6 +120,10 @@ def main(argv):
     except ImportError:
       print("torch is not installed (pip install -e '.[bench]'): no PyTorch reference")
       torch_ok = False
+  torch_device = _TORCH_DEVICE.value
+  if torch_ok and torch_device == "auto":
+    torch_device = ("cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available()
+                    else "cpu")
   for model_name in _MODELS.value:
     for shape in _SHAPES.value:
       n_lab, n_unl = SHAPES[shape]
@@ -125,9 +139,10 @@ def main(argv):
             key = ("jax", "step", kernel_grad, variant)
             calls[key], counts[key] = jax_full_step(model_name, kernel_grad, shape, overrides)
       if torch_ok:
-        calls["torch", "compute", "", ""], version, threads = torch_compute(model_name, images)
+        calls["torch", "compute", "", ""], version, threads = torch_compute(
+            model_name, images, torch_device)
         counts["torch", "compute", "", ""] = images
-        out["machine"].update(torch=version, torch_threads=threads)
+        out["machine"].update(torch=version, torch_threads=threads, torch_device=torch_device)
       timed = time_calls(calls, _REPEATS.value)
       records = {key: _record(key[0], key[1], model_name, shape, counts[key], *timed[key],
                               kernel_grad=key[2], variant=key[3]) for key in calls}

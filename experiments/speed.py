@@ -16,6 +16,7 @@ import numpy as np
 import optax
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from configs import default as default_config  # pylint: disable=g-import-not-at-top
 from configs import fixmatch as fixmatch_config  # pylint: disable=g-import-not-at-top
 from configs import supervised as supervised_config  # pylint: disable=g-import-not-at-top
 from mnist_ten import config as config_lib  # pylint: disable=g-import-not-at-top
@@ -26,11 +27,12 @@ from mnist_ten import optim  # pylint: disable=g-import-not-at-top
 from mnist_ten import train  # pylint: disable=g-import-not-at-top
 
 # (labeled, unlabeled views); default: configs/default.py's step (16 labeled,
-# 8 x 16 unlabeled with pseudo-labels), whose whole step needs a graph first
-# and so is timed as the network's step only.
+# 8 x 16 unlabeled with pseudo-labels).
 SHAPES = {"supervised": (64, 0), "fixmatch": (64, 2 * 7 * 64), "default": (16, 8 * 16)}
-# The config whose trainer step `jax_full_step` times, per shape.
-FULL_STEP_CONFIGS = {"supervised": supervised_config, "fixmatch": fixmatch_config}
+# The config (module, preset) whose trainer step `jax_full_step` times, per shape.
+# default: one round; its step is the same in every round.
+FULL_STEP_CONFIGS = {"supervised": (supervised_config, None),
+                     "fixmatch": (fixmatch_config, None), "default": (default_config, "rounds=1")}
 # The variants of that step timed beside the config as it ships: name -> config
 # overrides (flattened paths).
 FULL_STEP_VARIANTS = {"fixmatch": {f"weak_pass={p}": {"fixmatch.weak_pass": p}
@@ -97,15 +99,25 @@ def jax_compute(model_name, kernel_grad, num_images):
 
 def jax_full_step(model_name, kernel_grad, shape, overrides=None):
   """The trainer's own step for the method of this shape, on MNIST, with the
-  config `overrides` ({flattened path: value}) applied."""
-  config = FULL_STEP_CONFIGS[shape].get_config()
+  config `overrides` ({flattened path: value}) applied. A method that trains
+  on pseudo-labels (default's graph propagation) gets random ones instead of
+  building its graph: the step's work does not depend on their values."""
+  module, preset = FULL_STEP_CONFIGS[shape]
+  config = module.get_config(preset)
   name, kwargs = BENCH_MODELS[model_name]
   config.model = config_lib.model_config(name, kernel_grad=kernel_grad, **kwargs)
   config.update_from_flattened_dict(overrides or {})
   setup = train.Setup(config)
   tx, schedule = optim.make(config.optim, config.num_steps)
   state = train.init_state(setup.model, tx, config, setup.dataset.image_shape, setup.mesh)
-  data = input_pipeline.make_train_data(setup.dataset, setup.split, setup.mesh)
+  data = input_pipeline.host_train_data(setup.dataset, setup.split)
+  if config.method == "propagate":
+    rng = np.random.default_rng(0)
+    n = data.unlabeled_images.shape[0]
+    data = data.replace(
+        pseudo_labels=rng.integers(0, setup.dataset.num_classes, n).astype(np.int32),
+        pseudo_weights=np.ones(n, np.float32))
+  data = input_pipeline.to_device(data, setup.mesh)
   step = train.make_train_step(setup.model, setup.method, tx, schedule, config, setup.mesh)
   box = [state]
 
@@ -115,7 +127,9 @@ def jax_full_step(model_name, kernel_grad, shape, overrides=None):
   return call, setup.method.images_per_step
 
 
-def torch_compute(model_name, num_images):
+def torch_compute(model_name, num_images, device="cpu"):
+  """The jax_compute step in PyTorch on `device` ("cpu" or "cuda"); returns
+  the timed call, torch's version and its CPU threads."""
   import torch  # pylint: disable=g-import-not-at-top
   from torch import nn  # pylint: disable=g-import-not-at-top
 
@@ -154,17 +168,22 @@ def torch_compute(model_name, num_images):
 
   torch.manual_seed(0)
   name, kwargs = BENCH_MODELS[model_name]
-  net = {"lenet": lenet, "resnet": resnet}[name](**kwargs)
+  net = {"lenet": lenet, "resnet": resnet}[name](**kwargs).to(device)
   opt = torch.optim.SGD(net.parameters(), lr=LR, momentum=MOMENTUM, nesterov=True)
   rng = np.random.default_rng(0)
-  x = torch.from_numpy(rng.random((num_images, 1, 28, 28), np.float32))
-  y = torch.from_numpy(rng.integers(0, 10, num_images))
+  x = torch.from_numpy(rng.random((num_images, 1, 28, 28), np.float32)).to(device)
+  y = torch.from_numpy(rng.integers(0, 10, num_images)).to(device)
   net.train()
+  if device == "cuda":
+    # What a user tuning for speed sets: cuDNN picks the fastest algorithms.
+    torch.backends.cudnn.benchmark = True
 
   def call():
     opt.zero_grad(set_to_none=True)
     nn.functional.cross_entropy(net(x), y).backward()
     opt.step()
+    if device == "cuda":
+      torch.cuda.synchronize()  # time the work, not its launch
   return call, torch.__version__, torch.get_num_threads()
 
 
@@ -188,6 +207,9 @@ def time_to_accuracy(config, target, eval_every, label_seed, workdir=None):
     stages.append(stage)
     stage = stage.pretrain
   workdir = pathlib.Path(workdir or tempfile.mkdtemp(prefix="time_to_accuracy_"))
+  if any(workdir.glob("*")):
+    # A run there would resume, and its time would not be the time from scratch.
+    raise ValueError(f"time_to_accuracy: workdir {workdir} is not empty; give a new folder")
   start = time.time()
   results = train.train_and_evaluate(config, workdir)
   total = time.time() - start
