@@ -1,7 +1,8 @@
 #!/bin/bash
 # Issue 4's accelerator checks in one call, for a GPU machine without
 # TensorFlow (the MNIST arrays come from the .npz cache):
-#   1. configs/default.py from scratch to 99% test accuracy (label seed 0),
+#   1. configs/default.py from scratch to 99% test accuracy (label seeds
+#      $SEEDS, default 0),
 #      with the GPU's utilisation sampled every second meanwhile;
 #   2. experiments/benchmark.py on the GPU: every model and shape, the JAX
 #      network step (fixed batch) and the trainer's whole step (on-device
@@ -12,8 +13,10 @@
 # A dry run anywhere: TTA_CONFIG=configs/default.py:quick MODELS=lenet
 # SHAPES=default REPEATS=2 (nvidia-smi's lines then just fail).
 #
-# Outputs in OUT_DIR: gpu_time_to_99.json, gpu_benchmark.json, their logs,
-# both rounds' log.txt, the utilisation trace, the versions used.
+# SEEDS="0 1 2" times several label draws; SKIP_BENCH=1 leaves out step 2,
+# SKIP_SMOKE=1 the smoke run.
+# Outputs in OUT_DIR: gpu_time_to_99_seedN.json, gpu_benchmark.json, their
+# logs, every round's log.txt, the utilisation trace, the versions used.
 set -u
 out=${1:?usage: gpu.sh OUT_DIR}
 mkdir -p "$out"
@@ -35,7 +38,9 @@ smoke() {
   timeout 180 python3 launch.py --config=configs/supervised.py:quick \
       --workdir="$(mktemp -d)/smoke" > /tmp/smoke.log 2>&1
 }
-if ! smoke; then
+if [ -n "${SKIP_SMOKE:-}" ]; then
+  echo "smoke run: skipped"
+elif ! smoke; then
   { echo "smoke run failed:"; grep -A12 Traceback /tmp/smoke.log | tail -40; } \
       | tee -a "$out/versions.txt"
   [ -n "${PINNED_WHEELS:-}" ] || exit 1
@@ -44,20 +49,26 @@ if ! smoke; then
   export PYTHONPATH=/tmp/pinned${PYTHONPATH:+:$PYTHONPATH}
   echo "retrying with $(ls "$PINNED_WHEELS")" | tee -a "$out/versions.txt"
   smoke || { grep -A12 Traceback /tmp/smoke.log | tail -40; exit 1; }
+else
+  echo "smoke run: ok ($(grep -o 'done: .*' /tmp/smoke.log | tail -1))"
 fi
-echo "smoke run: ok ($(grep -o 'done: .*' /tmp/smoke.log | tail -1))"
 
-nvidia-smi dmon -s u -d 1 -o T > "$out/gpu_utilisation.txt" 2>&1 &
-dmon=$!
-workdir=$(mktemp -d)/run
-timeout "${TTA_TIMEOUT:-300}" python3 experiments/benchmark.py \
-    --time_to_accuracy="${TTA_CONFIG:-configs/default.py}" --workdir="$workdir" \
-    --out="$out/gpu_time_to_99.json" > "$out/time_to_99.log" 2>&1
-echo "time to 99%: exit $?"
-kill "$dmon" 2>/dev/null
-grep "reached\|Traceback\|Error:" "$out/time_to_99.log" | tail -5
-cat "$workdir/pretrain/log.txt" > "$out/rounds_log.txt" 2>/dev/null
-cat "$workdir/log.txt" >> "$out/rounds_log.txt" 2>/dev/null
+workdirs=$(mktemp -d)
+for seed in ${SEEDS:-0}; do
+  nvidia-smi dmon -s u -d 1 -o T >> "$out/gpu_utilisation.txt" 2>&1 &
+  dmon=$!
+  timeout "${TTA_TIMEOUT:-300}" python3 experiments/benchmark.py \
+      --time_to_accuracy="${TTA_CONFIG:-configs/default.py}" --label_seed="$seed" \
+      --workdir="$workdirs/$seed" --out="$out/gpu_time_to_99_seed$seed.json" \
+      >> "$out/time_to_99.log" 2>&1
+  echo "time to 99%, label seed $seed: exit $?"
+  kill "$dmon" 2>/dev/null
+  for log in "$workdirs/$seed/pretrain/log.txt" "$workdirs/$seed/log.txt"; do
+    [ -f "$log" ] && cat "$log" >> "$out/rounds_log.txt"
+  done
+done
+grep "reached\|Traceback\|Error:" "$out/time_to_99.log" | tail -8
+[ -n "${SKIP_BENCH:-}" ] && exit 0
 
 timeout "${BENCH_TIMEOUT:-240}" python3 experiments/benchmark.py --models="${MODELS:-lenet,resnet}" \
     --shapes="${SHAPES:-supervised,fixmatch,default}" --kernel_grads=xla --repeats="${REPEATS:-50}" \

@@ -59,6 +59,29 @@ def test_knn_graph_matches_brute_force():
     graph.knn_graph(x, 250)
 
 
+def test_graph_compilations_are_reused_across_calls_and_rounds():
+  # A new database of the same shape (the next round's graph, the vote's
+  # memory) must not compile the search again: it is an argument, not a
+  # constant of a new program.
+  rng = np.random.default_rng(0)
+  graph.knn_graph(rng.normal(size=(100, 5)).astype(np.float32), 3, chunk=32)
+  compiled = graph._top_k._cache_size()
+  x = rng.normal(size=(100, 5)).astype(np.float32)
+  _, idx = graph.knn_graph(x, 3, chunk=32)
+  assert graph._top_k._cache_size() == compiled
+  unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+  full = unit @ unit.T
+  np.fill_diagonal(full, -np.inf)
+  np.testing.assert_array_equal(idx, np.argsort(-full, axis=1)[:, :3])  # the new rows' graph
+  # Feature functions: one jitted function per block, for every fit.
+  images = rng.integers(0, 256, (20, 28, 28, 1), dtype=np.uint8)
+  first, _ = graph.fit_embedding(images, "deskew(dim=8)|hog(cell=7, dim=4)")
+  second, _ = graph.fit_embedding(images[::-1], "hog(dim=4, cell=7)|deskew(dim=8)")
+  assert {fn for fn, _, _ in first.blocks} == {fn for fn, _, _ in second.blocks}
+  with pytest.raises(ConfigError, match="options must be numbers"):
+    graph.fit_embedding(images, "hog(cell=[4])")
+
+
 def test_poisson_learning_labels_each_cluster_from_one_seed():
   rng = np.random.default_rng(1)
   centres = rng.normal(size=(3, 8)) * 5

@@ -33,6 +33,8 @@ own confident prediction on a weakly augmented view (probability >=
 the network is sure the graph is wrong the two targets compete instead of the
 graph always winning. It costs a forward pass of the weak views.
 """
+import time
+
 from absl import logging
 import jax
 import jax.numpy as jnp
@@ -95,12 +97,23 @@ class Propagate(Method):
       # The network alone: its features, and its predictions for agree_with_init.
       classifier = inference.load_classifier(self.config.init_from, vote=False)
       extra["encoder"] = lambda x: jnp.asarray(classifier.features(np.asarray(x)))
+    # Seconds per stage, logged: on an accelerator they, not the steps,
+    # are most of a round.
+    seconds, t = {}, time.perf_counter()
+
+    def lap(name):
+      nonlocal t
+      seconds[name], t = time.perf_counter() - t, time.perf_counter()
+
     embedding, features = graph.fit_embedding(images, cfg.features, extra=extra)
+    lap("features")
     n_lab = labeled.shape[0]
     neighbors, weights = graph.weighted_knn_graph(features, cfg.k)
+    lap("kNN graph")
     scores = graph.poisson_scores(neighbors, weights, np.arange(n_lab),
                                   np.asarray(data.labeled_labels),
                                   num_classes=self.ctx.num_classes, iterations=cfg.iterations)
+    lap("Poisson learning")
     labels, mask = graph.confident_labels(scores[n_lab:], cfg.keep)
     if self.refine:
       # The labeled nodes keep their labels; a moved group keeps the mask
@@ -112,6 +125,7 @@ class Propagate(Method):
       logging.info("propagate: refinement moved %d groups, %d images relabelled",
                    groups, int((refined[n_lab:] != labels).sum()))
       labels = refined[n_lab:]
+      lap("refinement")
     if self.vote_k:
       # The vote's memory: the labeled images and the kept pseudo-labels.
       keep = np.concatenate([np.ones(n_lab, bool), mask > 0])
@@ -123,6 +137,8 @@ class Propagate(Method):
       # disagree the pseudo-label is dropped.
       predicted, _ = classifier(np.asarray(data.unlabeled_images))
       mask = mask * (predicted == labels)
+      lap("agreement")
+    logging.info("propagate: %s", ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
     return data.replace(pseudo_labels=np.asarray(labels, np.int32),
                         pseudo_weights=np.asarray(mask, np.float32))
 
