@@ -147,7 +147,8 @@ def main(argv):
       records = {key: _record(key[0], key[1], model_name, shape, counts[key], *timed[key],
                               kernel_grad=key[2], variant=key[3]) for key in calls}
       out["records"] += list(records.values())
-      if (model_name, shape) == ("lenet", "fixmatch"):
+      # USB's 0.79 s was measured on this project's 2-core CPU: no yardstick elsewhere.
+      if (model_name, shape) == ("lenet", "fixmatch") and jax.default_backend() == "cpu":
         for (_, kind, kernel_grad, variant), step_r in records.items():
           if kind == "step":
             ratio = step_r["ms_per_step"] / USB_FIXMATCH_LENET_STEP_MS

@@ -189,3 +189,25 @@ def test_time_to_accuracy_leaves_out_the_timing_evaluations(toy_config, tmp_path
   assert record["seconds_to_target"] <= (record["wall_seconds_total"]
                                          - record["evaluation_seconds"] + slack)
   assert record["final_test_accuracy_ema"] == record["curve"][-1][2]
+
+
+def test_time_to_accuracy_refuses_a_workdir_that_holds_a_run(toy_config, tmp_path):
+  # A run there would resume, and the time would not be from scratch.
+  from experiments import speed
+  (tmp_path / "config.json").write_text("{}")
+  with pytest.raises(ValueError, match="not empty"):
+    speed.time_to_accuracy(toy_config, target=0.5, eval_every=2, label_seed=0,
+                           workdir=tmp_path)
+  assert (tmp_path / "config.json").read_text() == "{}"
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
+
+
+def test_benchmark_whole_step_of_the_default_shape(mnist_data_overrides):
+  # default's step trains on the graph's pseudo-labels; the benchmark gives
+  # it random ones instead of building the graph.
+  from experiments import speed
+  call, images = speed.jax_full_step(
+      "lenet", "xla", "default", {f"data.{k}": v for k, v in mnist_data_overrides.items()})
+  call()
+  call()
+  assert images == sum(speed.SHAPES["default"]) == 144
