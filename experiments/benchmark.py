@@ -25,6 +25,9 @@ scratch (every stage, evaluating the EMA model on the test set every
 first reached --target (default 0.99), less the time spent in those
 evaluations, and the final accuracy. The test
 labels only time the run here; nothing is chosen by them.
+--time_to_accuracy_of=FOLDER reads the same figures back from the runs of an
+experiments/run_seeds.py folder, one per label draw, on their own (coarser)
+evaluation grid.
 
 Shapes: supervised = 64 labeled images; fixmatch = 64 labeled + 2 x 448
 unlabeled views (mu = 7), the shape USB times at 0.79 s per step on 2 cores;
@@ -48,7 +51,8 @@ import jax
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from experiments.speed import (  # pylint: disable=g-import-not-at-top
     BENCH_MODELS, FULL_STEP_CONFIGS, FULL_STEP_VARIANTS, SHAPES, USB_FIXMATCH_LENET_STEP_MS,
-    jax_compute, jax_full_step, load_config, time_calls, time_to_accuracy, torch_compute)
+    jax_compute, jax_full_step, load_config, time_calls, time_to_accuracy,
+    time_to_target_of_runs, torch_compute)
 
 _MODELS = flags.DEFINE_list("models", ["lenet", "resnet"], "Models to time: "
                             f"{', '.join(BENCH_MODELS)} (lenet_nobn: the LeNet without "
@@ -68,6 +72,9 @@ _NO_FULL_STEP = flags.DEFINE_bool("no_full_step", False, "Skip the trainer's who
                                   "(needs the dataset).")
 _TTA = flags.DEFINE_string("time_to_accuracy", None, "A config (configs/NAME.py[:preset]) "
                            "to time to --target test accuracy; skips the step timings.")
+_TTA_OF = flags.DEFINE_list("time_to_accuracy_of", None, "Folders of finished "
+                            "experiments/run_seeds.py runs: reads each draw's time to --target "
+                            "from its logs (on its own evaluation grid); skips the step timings.")
 _TARGET = flags.DEFINE_float("target", 0.99, "Test accuracy for --time_to_accuracy.")
 _EVAL_EVERY = flags.DEFINE_integer("eval_every", 100, "Steps between test evaluations for "
                                    "--time_to_accuracy.")
@@ -102,6 +109,10 @@ def main(argv):
              "jax": jax.__version__, "backend": jax.default_backend(),
              "xla_flags": os.environ.get("XLA_FLAGS", ""),
              "devices": [str(d) for d in jax.devices()]}
+  if _TTA_OF.value:
+    _write({"machine": machine, "time_to_accuracy_of": {
+        folder: time_to_target_of_runs(folder, _TARGET.value) for folder in _TTA_OF.value}})
+    return
   if _TTA.value:
     _write({"machine": machine, "time_to_accuracy": time_to_accuracy(
         load_config(_TTA.value), _TARGET.value, _EVAL_EVERY.value, _LABEL_SEED.value,

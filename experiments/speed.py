@@ -213,30 +213,67 @@ def time_to_accuracy(config, target, eval_every, label_seed, workdir=None):
   start = time.time()
   results = train.train_and_evaluate(config, workdir)
   total = time.time() - start
-  evals = []
-  for depth in range(len(stages)):  # every stage's evaluations, in time order
-    log = workdir.joinpath(*["pretrain"] * depth) / "evals.jsonl"
-    if log.exists():
-      evals += [json.loads(line) for line in log.read_text().splitlines()]
-  evals.sort(key=lambda e: e["time"])
-  # Time to an evaluation, less the evaluations so far (they exist only to time the run).
-  eval_total = 0.0
-  for e in evals:
-    eval_total += e.get("eval_seconds", 0.0)
-    e["train_time"] = e["time"] - start - eval_total
-  reached = next((e for e in evals if e["test_ema"]["accuracy"] >= target), None)
   record = {"config": config.name, "label_seed": label_seed, "target": target,
             "eval_every": eval_every, "wall_seconds_total": round(total, 1),
             "final_test_accuracy_ema": results["test_accuracy_ema"],
-            "seconds_to_target": round(reached["train_time"], 1) if reached else None,
-            "evaluation_seconds": round(eval_total, 1),
-            # (seconds from the start less evaluations, step, test accuracy of the EMA model)
-            "curve": [(round(e["train_time"], 1), e["step"], e["test_ema"]["accuracy"])
-                      for e in evals],
-            "workdir": str(workdir)}
+            **_curve_to_target(workdir, len(stages), start, target), "workdir": str(workdir)}
+  reached, eval_total = record["seconds_to_target"] is not None, record["evaluation_seconds"]
   print(f"{config.name}, label seed {label_seed}: final test accuracy (EMA) "
         f"{results['test_accuracy_ema']:.4f} after {total / 60:.1f} min "
         f"({eval_total / 60:.1f} of them in the timing evaluations); "
         + (f"{target:.2%} first reached after {record['seconds_to_target'] / 60:.1f} min"
            if reached else f"{target:.2%} not reached"), flush=True)
   return record
+
+
+def _curve_to_target(workdir, num_stages, start, target):
+  """From a run's evals.jsonl files (every stage, in time order): the time
+  from `start` at which the EMA model first reached `target`, less the
+  evaluations up to then (they exist only to time the run), and the curve."""
+  evals = []
+  for depth in range(num_stages):
+    log = pathlib.Path(workdir).joinpath(*["pretrain"] * depth) / "evals.jsonl"
+    if log.exists():
+      evals += [json.loads(line) for line in log.read_text().splitlines()]
+  evals.sort(key=lambda e: e["time"])
+  eval_total = 0.0
+  for e in evals:
+    eval_total += e.get("eval_seconds", 0.0)
+    e["train_time"] = e["time"] - start - eval_total
+  reached = next((e for e in evals if e["test_ema"]["accuracy"] >= target), None)
+  return {"seconds_to_target": round(reached["train_time"], 1) if reached else None,
+          "evaluation_seconds": round(eval_total, 1),
+          # (seconds from the start less evaluations, step, test accuracy of the EMA model)
+          "curve": [(round(e["train_time"], 1), e["step"], e["test_ema"]["accuracy"])
+                    for e in evals]}
+
+
+def time_to_target_of_runs(folder, target):
+  """`time_to_accuracy`'s figures read back from finished runs, one per
+  `seed_N` folder of an `experiments/run_seeds.py` output: [record]. A run
+  starts at the first line of its first stage's log.txt (written once the
+  data are loaded, a second or two in); its evaluations come every
+  `eval_every` steps of its config, so the time is that of the first
+  evaluation at or past `target`: an upper bound on a coarse grid."""
+  records = []
+  for seed_dir in sorted(pathlib.Path(folder).glob("seed_*"),
+                         key=lambda d: int(d.name.split("_")[1])):
+    stages = 1
+    while (seed_dir.joinpath(*["pretrain"] * stages) / "log.txt").exists():
+      stages += 1
+    first_log = seed_dir.joinpath(*["pretrain"] * (stages - 1)) / "log.txt"
+    if not first_log.exists() or not (seed_dir / "results.json").exists():
+      continue  # not a finished run
+    stamp = first_log.read_text().split(" INFO ", 1)[0]  # "2026-11-29 18:39:57,187"
+    start = (time.mktime(time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S"))
+             + int(stamp[20:23]) / 1e3)
+    results = json.loads((seed_dir / "results.json").read_text())
+    record = {"run": str(seed_dir), "label_seed": results["label_seed"], "target": target,
+              "final_test_accuracy_ema": results["test_accuracy_ema"],
+              **_curve_to_target(seed_dir, stages, start, target)}
+    records.append(record)
+    to_target = record["seconds_to_target"]
+    print(f"{seed_dir}: final test accuracy (EMA) {record['final_test_accuracy_ema']:.4f}; "
+          + (f"{target:.2%} first seen {to_target / 60:.1f} min in" if to_target is not None
+             else f"{target:.2%} not reached"), flush=True)
+  return records

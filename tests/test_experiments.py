@@ -211,3 +211,21 @@ def test_benchmark_whole_step_of_the_default_shape(mnist_data_overrides):
   call()
   call()
   assert images == sum(speed.SHAPES["default"]) == 144
+
+
+def test_time_to_accuracy_read_back_from_finished_runs(toy_config, tmp_path):
+  # The figures of a finished run_seeds folder match those taken while the
+  # run trained (its start read from log.txt, a moment after the real one).
+  from experiments import speed
+  config = toy_config
+  config.num_steps, config.checkpoint_every = 6, 6
+  live = speed.time_to_accuracy(config, target=0.0, eval_every=2, label_seed=1,
+                                workdir=tmp_path / "seed_1")
+  (tmp_path / "seed_7").mkdir()  # an unfinished run: skipped
+  [read] = speed.time_to_target_of_runs(tmp_path, target=0.0)
+  assert read["label_seed"] == 1
+  assert read["final_test_accuracy_ema"] == live["final_test_accuracy_ema"]
+  assert [c[1:] for c in read["curve"]] == [c[1:] for c in live["curve"]]
+  assert 0 <= live["seconds_to_target"] - read["seconds_to_target"] < 2.0
+  [never] = speed.time_to_target_of_runs(tmp_path, target=1.01)
+  assert never["seconds_to_target"] is None
