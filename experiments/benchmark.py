@@ -51,7 +51,7 @@ import jax
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from experiments.speed import (  # pylint: disable=g-import-not-at-top
     BENCH_MODELS, FULL_STEP_CONFIGS, FULL_STEP_VARIANTS, SHAPES, USB_FIXMATCH_LENET_STEP_MS,
-    jax_compute, jax_full_step, load_config, time_calls, time_to_accuracy,
+    check_fresh_workdir, jax_compute, jax_full_step, load_config, time_calls, time_to_accuracy,
     time_to_target_of_runs, torch_compute)
 
 _MODELS = flags.DEFINE_list("models", ["lenet", "resnet"], "Models to time: "
@@ -110,10 +110,19 @@ def main(argv):
              "xla_flags": os.environ.get("XLA_FLAGS", ""),
              "devices": [str(d) for d in jax.devices()]}
   if _TTA_OF.value:
-    _write({"machine": machine, "time_to_accuracy_of": {
-        folder: time_to_target_of_runs(folder, _TARGET.value) for folder in _TTA_OF.value}})
+    try:  # a bad folder: a usage error that names it, nothing written
+      records = {folder: time_to_target_of_runs(folder, _TARGET.value)
+                 for folder in _TTA_OF.value}
+    except ValueError as e:
+      raise app.UsageError(str(e)) from None
+    _write({"machine": machine, "time_to_accuracy_of": records})
     return
   if _TTA.value:
+    if _WORKDIR.value:
+      try:
+        check_fresh_workdir(_WORKDIR.value)
+      except ValueError as e:
+        raise app.UsageError(str(e)) from None
     _write({"machine": machine, "time_to_accuracy": time_to_accuracy(
         load_config(_TTA.value), _TARGET.value, _EVAL_EVERY.value, _LABEL_SEED.value,
         _WORKDIR.value)})

@@ -194,6 +194,15 @@ def load_config(config_arg):
   return module.get_config(preset or None)
 
 
+def check_fresh_workdir(workdir) -> pathlib.Path:
+  """A workdir for a run timed from scratch: absent or empty (a run there
+  would resume, and its time would not be the time from scratch)."""
+  workdir = pathlib.Path(workdir)
+  if workdir.exists() and any(workdir.iterdir()):
+    raise ValueError(f"time_to_accuracy: workdir {workdir} is not empty; give a new folder")
+  return workdir
+
+
 def time_to_accuracy(config, target, eval_every, label_seed, workdir=None):
   """Trains `config` from scratch in a fresh folder; returns a record with
   the first time (from the start, every stage counted, the timing
@@ -206,10 +215,7 @@ def time_to_accuracy(config, target, eval_every, label_seed, workdir=None):
     stage.eval_every = eval_every
     stages.append(stage)
     stage = stage.pretrain
-  workdir = pathlib.Path(workdir or tempfile.mkdtemp(prefix="time_to_accuracy_"))
-  if any(workdir.glob("*")):
-    # A run there would resume, and its time would not be the time from scratch.
-    raise ValueError(f"time_to_accuracy: workdir {workdir} is not empty; give a new folder")
+  workdir = check_fresh_workdir(workdir or tempfile.mkdtemp(prefix="time_to_accuracy_"))
   start = time.time()
   results = train.train_and_evaluate(config, workdir)
   total = time.time() - start
@@ -255,9 +261,12 @@ def time_to_target_of_runs(folder, target):
   data are loaded, a second or two in); its evaluations come every
   `eval_every` steps of its config, so the time is that of the first
   evaluation at or past `target`: an upper bound on a coarse grid."""
+  folder = pathlib.Path(folder)
+  if not folder.is_dir():
+    raise ValueError(f"time_to_target_of_runs: no folder {folder}")
   records = []
-  for seed_dir in sorted(pathlib.Path(folder).glob("seed_*"),
-                         key=lambda d: int(d.name.split("_")[1])):
+  seed_dirs = [d for d in folder.glob("seed_*") if d.name[5:].isdigit()]
+  for seed_dir in sorted(seed_dirs, key=lambda d: int(d.name[5:])):
     stages = 1
     while (seed_dir.joinpath(*["pretrain"] * stages) / "log.txt").exists():
       stages += 1
@@ -276,4 +285,7 @@ def time_to_target_of_runs(folder, target):
     print(f"{seed_dir}: final test accuracy (EMA) {record['final_test_accuracy_ema']:.4f}; "
           + (f"{target:.2%} first seen {to_target / 60:.1f} min in" if to_target is not None
              else f"{target:.2%} not reached"), flush=True)
+  if not records:
+    raise ValueError(f"time_to_target_of_runs: {folder} holds no finished run "
+                     "(seed_N/ with results.json, as experiments/run_seeds.py writes)")
   return records

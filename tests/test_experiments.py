@@ -229,3 +229,7 @@ def test_time_to_accuracy_read_back_from_finished_runs(toy_config, tmp_path):
   assert 0 <= live["seconds_to_target"] - read["seconds_to_target"] < 2.0
   [never] = speed.time_to_target_of_runs(tmp_path, target=1.01)
   assert never["seconds_to_target"] is None
+  with pytest.raises(ValueError, match="no finished run"):
+    speed.time_to_target_of_runs(tmp_path / "seed_7", target=0.5)
+  with pytest.raises(ValueError, match="no folder"):
+    speed.time_to_target_of_runs(tmp_path / "nowhere", target=0.5)
