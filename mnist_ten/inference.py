@@ -34,7 +34,7 @@ class Classifier:
     self.num_classes = num_classes
 
   def __call__(self, images, batch_size: int = 1000):
-    probs = self._batched(self._probs, images, batch_size, self.num_classes)
+    probs = self._batched(self._probs, images, batch_size)
     if self._vote is not None and len(probs):
       # As the run evaluated itself: the network's probabilities plus the
       # method's vote (halved, to stay a distribution).
@@ -45,7 +45,7 @@ class Classifier:
     """The encoder's features [N, D] (trained models only)."""
     if self._features is None:
       raise WorkdirError("a nearest-neighbour run has no encoder features")
-    return self._batched(self._features, images, batch_size, None)
+    return self._batched(self._features, images, batch_size)
 
   def layers(self, images, batch_size: int = 1000) -> Dict[str, np.ndarray]:
     """Every encoder layer's output, by module path (e.g. "encoder/Dense_0"),
@@ -54,7 +54,7 @@ class Classifier:
     (trained models only)."""
     if self._layers is None:
       raise WorkdirError("a nearest-neighbour run has no encoder layers")
-    return self._batched(self._layers, images, batch_size, None)
+    return self._batched(self._layers, images, batch_size)
 
   def _as_float(self, images) -> np.ndarray:
     """Checked images as float32 [N, H, W, C] in [0, 1]."""
@@ -68,10 +68,13 @@ class Classifier:
       images = images.astype(np.float32) / 255.0
     return np.asarray(images, np.float32)
 
-  def _batched(self, fn, images, batch_size, width):
+  def _batched(self, fn, images, batch_size):
     images = self._as_float(images)
     if not len(images):
-      return np.zeros((0, width or 0), np.float32)
+      # No rows, but the output's structure and widths (a dict for
+      # `layers`): those of one blank image.
+      blank = jax.device_get(fn(jnp.zeros((1,) + self.image_shape, jnp.float32)))
+      return jax.tree.map(lambda leaf: leaf[:0], blank)
     parts = [jax.device_get(fn(jnp.asarray(images[i:i + batch_size], jnp.float32)))
              for i in range(0, images.shape[0], batch_size)]
     # An array, or a dict of arrays (`layers`): each leaf joined over the batches.

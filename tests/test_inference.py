@@ -18,6 +18,14 @@ def test_load_classifier_reproduces_the_reported_accuracy(toy_config, tmp_path):
   assert np.mean(labels == test.test_labels) == pytest.approx(results["test_accuracy_ema"])
   with pytest.raises(ValueError, match="images must be"):
     clf(np.zeros((2, 28, 28, 1)))
+  # No images: every output empty, with the shapes and structure of one.
+  none = test.test_images[:0]
+  labels, probs = clf(none)
+  assert labels.shape == (0,) and probs.shape == (0, 10)
+  assert clf.features(none).shape == (0, clf.features(test.test_images[:1]).shape[1])
+  one, empty = clf.layers(test.test_images[:1]), clf.layers(none)
+  assert isinstance(empty, dict) and empty.keys() == one.keys()
+  assert all(empty[k].shape == (0,) + one[k].shape[1:] for k in one)
 
 
 def test_load_classifier_of_a_voting_run_predicts_as_the_run_was_evaluated(toy_config, tmp_path):
