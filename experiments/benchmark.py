@@ -51,7 +51,7 @@ import jax
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from experiments.speed import (  # pylint: disable=g-import-not-at-top
     BENCH_MODELS, FULL_STEP_CONFIGS, FULL_STEP_VARIANTS, SHAPES, USB_FIXMATCH_LENET_STEP_MS,
-    check_fresh_workdir, jax_compute, jax_full_step, load_config, time_calls, time_to_accuracy,
+    WorkdirNotEmpty, jax_compute, jax_full_step, load_config, time_calls, time_to_accuracy,
     time_to_target_of_runs, torch_compute)
 
 _MODELS = flags.DEFINE_list("models", ["lenet", "resnet"], "Models to time: "
@@ -118,14 +118,12 @@ def main(argv):
     _write({"machine": machine, "time_to_accuracy_of": records})
     return
   if _TTA.value:
-    if _WORKDIR.value:
-      try:
-        check_fresh_workdir(_WORKDIR.value)
-      except ValueError as e:
-        raise app.UsageError(str(e)) from None
-    _write({"machine": machine, "time_to_accuracy": time_to_accuracy(
-        load_config(_TTA.value), _TARGET.value, _EVAL_EVERY.value, _LABEL_SEED.value,
-        _WORKDIR.value)})
+    try:
+      record = time_to_accuracy(load_config(_TTA.value), _TARGET.value, _EVAL_EVERY.value,
+                                _LABEL_SEED.value, _WORKDIR.value)
+    except WorkdirNotEmpty as e:  # raised before any work
+      raise app.UsageError(str(e)) from None
+    _write({"machine": machine, "time_to_accuracy": record})
     return
   out = {"machine": machine, "repeats": _REPEATS.value, "records": [], "ratios": []}
   for what, names, known in (("shape", _SHAPES.value, SHAPES),

@@ -63,7 +63,10 @@ for seed in ${SEEDS:-0}; do
       >> "$out/time_to_99.log" 2>&1
   echo "time to 99%, label seed $seed: exit $?"
   kill "$dmon" 2>/dev/null
-  for log in "$workdirs/$seed/pretrain/log.txt" "$workdirs/$seed/log.txt"; do
+  # Every round's log, first round first (each earlier round is a pretrain/ deeper).
+  logs=() dir="$workdirs/$seed"
+  while [ -d "$dir" ]; do logs=("$dir/log.txt" "${logs[@]}"); dir="$dir/pretrain"; done
+  for log in "${logs[@]}"; do
     [ -f "$log" ] && cat "$log" >> "$out/rounds_log.txt"
   done
 done

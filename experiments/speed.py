@@ -194,13 +194,9 @@ def load_config(config_arg):
   return module.get_config(preset or None)
 
 
-def check_fresh_workdir(workdir) -> pathlib.Path:
-  """A workdir for a run timed from scratch: absent or empty (a run there
-  would resume, and its time would not be the time from scratch)."""
-  workdir = pathlib.Path(workdir)
-  if workdir.exists() and any(workdir.iterdir()):
-    raise ValueError(f"time_to_accuracy: workdir {workdir} is not empty; give a new folder")
-  return workdir
+class WorkdirNotEmpty(ValueError):
+  """time_to_accuracy's workdir holds something: a run there would resume,
+  and its time would not be the time from scratch."""
 
 
 def time_to_accuracy(config, target, eval_every, label_seed, workdir=None):
@@ -215,7 +211,9 @@ def time_to_accuracy(config, target, eval_every, label_seed, workdir=None):
     stage.eval_every = eval_every
     stages.append(stage)
     stage = stage.pretrain
-  workdir = check_fresh_workdir(workdir or tempfile.mkdtemp(prefix="time_to_accuracy_"))
+  workdir = pathlib.Path(workdir or tempfile.mkdtemp(prefix="time_to_accuracy_"))
+  if workdir.exists() and any(workdir.iterdir()):  # checked before any work
+    raise WorkdirNotEmpty(f"time_to_accuracy: workdir {workdir} is not empty; give a new folder")
   start = time.time()
   results = train.train_and_evaluate(config, workdir)
   total = time.time() - start
