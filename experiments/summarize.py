@@ -4,7 +4,7 @@
 
 One row per argument; folders joined by `+` pool their seeds into one row
 (e.g. the same config's draws run in two sittings:
-experiments/results/default+experiments/results/default_seeds_5_9), and
+experiments/results/archive/default_before_refine+experiments/results/archive/default_before_refine_seeds_5_9), and
 `=LABEL` at the end names the row where the config's name alone would not
 tell it from another (command-line overrides are not part of the name):
 "experiments/results/simclr_propagate_vote=simclr:probe=propagate (vote=10)".
