@@ -11,22 +11,20 @@ round's encoder features added, propagates the labels again, and continues
 training from the previous round's weights.
 
 Presets: rounds=N (1 to 5, default 2), quick, model=NAME (default resnet).
+How it works, the measurements behind each setting and what was tried and
+not kept: docs/default_recipe.md; results: docs/results.md.
 """
 from mnist_ten import config as config_lib
 
 FEATURES = "hog(cell=4, dim=64)|hog(cell=7, dim=32)|deskew(dim=64)"
 LABELED = "affine(rotate=15, shift=0.1, scale=0.15, shear=15, elastic=1)"
-# Milder than FixMatch's strong view: with 98% correct pseudo-labels the
-# network needs to fit them (cutout on top left it at 83% agreement after two
-# epochs, label seed 0), while the deformations keep it from memorising the
-# graph's mistakes.
+# Milder than FixMatch's strong view: the network must fit the pseudo-labels
+# (no cutout), while deformations keep it from memorising the graph's mistakes.
 STRONG = "affine(rotate=10, shift=0.1, scale=0.1, shear=10, elastic=1)"
 WEAK = "affine(rotate=5, shift=0.1)"
 ROUNDS = 2
-# The residual CNN fits the propagated labels better than the LeNet (label
-# seed 3: 98.39% vs 97.54% after round 1, 98.60% vs 97.86% after round 2) and
-# runs as fast on this CPU. A third round added 0.05 points (98.65%, seed 3)
-# for 4 more minutes, so two is the default.
+# The residual CNN fits the propagated labels better than the LeNet; a third
+# round gains too little for its time (docs/default_recipe.md).
 MODEL = "resnet"
 FIRST_STEPS, FIRST_LR = 1200, 0.05  # round 1, from scratch
 LATER_STEPS, LATER_LR = 800, 0.03  # every later round, from the round before
@@ -37,30 +35,20 @@ def _round(model, features, num_steps, lr):
   c.method = "propagate"
   c.model = model
   c.batch_size = 16
-  # keep=1.0: every pseudo-label. Keeping each class's most confident 90%
-  # (99.7% correct instead of 98.9%) did worse (a third round from the same
-  # start, seed 3: 98.43% vs 98.65%): the images dropped are the ones near the
+  # keep=1.0: every pseudo-label; the least confident are the images near the
   # class boundaries, which the network most needs to see.
   # vote=10: the final model is the network plus the graph's vote (each test
-  # image takes the pseudo-labels of its 10 nearest training images). Found
-  # with the round-2 models of label seeds 0-4 (not re-tuned since): the
-  # vote was right on 98.94% of the test set, the network on 98.66%, the sum
-  # on 99.03% (min 98.93%).
+  # image takes the pseudo-labels of its 10 nearest training images).
   # refine=2.0: groups of images that Poisson learning gave to the wrong class
-  # move when their edges say so clearly (graph.refine_labels). Found on the
-  # saved graphs of label seeds 0-4 (share of unlabeled images labelled
-  # right, round 1 98.21 -> 98.32%, round 2 98.83 -> 98.98%; ratio 1.0-1.5
-  # moved right groups too, 3.0 too few); checked on seed 7, whose 4s had
-  # gone to 1: round 1 97.56 -> 98.28%, round 2 98.16 -> 98.83%.
+  # move when their edges say so clearly (graph.refine_labels).
+  # Measurements for all three: docs/default_recipe.md.
   c.propagate = dict(features=features, k=10, iterations=600, keep=1.0, mu=8,
                      lambda_u=1.0, agree_with_init=False, consistency=0.0, threshold=0.95,
                      vote=10, refine=2.0)
   c.augment.labeled = LABELED
   c.augment.strong = STRONG
-  # Used only with propagate.consistency > 0, which is off: in round 2 (seed 3)
-  # it gave 98.65% vs 98.60% for 2 more minutes; where the network was sure,
-  # it disagreed with the graph on 0.05-0.1% of images: it had already
-  # learned the graph's mistakes.
+  # Used only with propagate.consistency > 0, which is off: the network had
+  # already learned the graph's mistakes (docs/default_recipe.md).
   c.augment.weak = WEAK
   c.optim.lr = lr
   c.num_steps = num_steps
@@ -78,10 +66,8 @@ def get_config(arg=None):
     raise config_lib.ConfigError(f"default: rounds must be 1 to 5, got {rounds!r}")
   model = config_lib.model_config(options.get("model", MODEL))
   if model.name == "resnet":
-    # XLA's own kernel gradient: at this recipe's 144 images per step it
-    # takes the ResNet's step from 317 to 254 ms on 2 CPU cores
-    # (benchmark.py --shapes=default); the im2col one (`auto`) pays only
-    # from about 300 images up (README, Speed).
+    # XLA's own kernel gradient is the faster one at this recipe's 144 images
+    # per step; im2col (`auto`) pays only for larger batches (docs/speed.md).
     model.kernel_grad = "xla"
   # Each later round is a stage whose `pretrain` is the round before: it
   # starts from that round's weights and adds its encoder to the graph.

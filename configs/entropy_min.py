@@ -1,4 +1,4 @@
-"""Entropy minimisation: the README's worked example of a new method.
+"""Entropy minimisation: the worked example of a new method (docs/extending.md).
 
 Presets: quick, model=NAME.
 """

@@ -24,10 +24,10 @@ import sys
 
 from absl import app
 from absl import flags
-import ml_collections
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from mnist_ten import config as config_lib  # pylint: disable=g-import-not-at-top
 from mnist_ten import graph  # pylint: disable=g-import-not-at-top
 from mnist_ten import input_pipeline  # pylint: disable=g-import-not-at-top
 from mnist_ten import train  # pylint: disable=g-import-not-at-top
@@ -38,14 +38,16 @@ _LAYERS = flags.DEFINE_bool("layers", False, "Also score each encoder layer as g
 
 
 def diagnose(workdir: pathlib.Path, threshold: float) -> dict:
-  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+  config = config_lib.from_saved(json.loads((workdir / "config.json").read_text()))
   setup = train.Setup(config)
   split, dataset = setup.split, setup.dataset
   truth = dataset.train_labels[split.unlabeled]
   out = {"workdir": str(workdir), "method": config.method,
          "num_unlabeled": int(split.unlabeled.size)}
   if config.method == "propagate":
-    data = setup.method.prepare(input_pipeline.host_train_data(dataset, split))
+    init_network = (load_classifier(config.init_from, vote=False)
+                    if setup.method.uses_init_network else None)
+    data = setup.method.prepare(input_pipeline.host_train_data(dataset, split), init_network)
     pseudo = np.asarray(data.pseudo_labels)
     kept = np.asarray(data.pseudo_weights) > 0
     out["graph_pseudo_label_accuracy"] = float((pseudo == truth).mean())
@@ -90,7 +92,7 @@ def graph_quality(features, labels, num_labeled: int, num_classes: int, *, k: in
 def layer_graphs(workdir: pathlib.Path) -> dict:
   """`graph_quality` of raw pixels and of each encoder layer of the run's
   network (EMA weights), on its own split's labeled + unlabeled images."""
-  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+  config = config_lib.from_saved(json.loads((workdir / "config.json").read_text()))
   setup = train.Setup(config)
   split, dataset = setup.split, setup.dataset
   order = np.concatenate([split.labeled, split.unlabeled])

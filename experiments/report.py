@@ -90,3 +90,15 @@ def summary_table(groups: List[List[dict]]) -> str:
               f"{s['std']:.2f} | {s['min']:.2f} | {s['max']:.2f} | {s['train_min']:.1f} | "
               f"{s['wall_min']:.1f} | {s['images_per_second']:.0f} |")
   return "\n".join(md) + "\n"
+
+
+def configs_table(groups: List[List[dict]], commands: List[str]) -> str:
+  """One row per config: the command that runs it, its result over label
+  draws and its training time (the README's table of shipped configs)."""
+  md = ["| config | command | result (%), label seeds | train min/run |", "|---|---|---|---|"]
+  for rows, command in zip(groups, commands):
+    s = summary(rows)
+    data = "" if s["dataset"] == "mnist" else f" ({s['dataset']})"
+    md.append(f"| {s['config']} | `{command}` | {s['mean']:.2f} ± {s['std']:.2f}, "
+              f"{s['seeds']}{data} | {s['train_min']:.1f} |")
+  return "\n".join(md) + "\n"

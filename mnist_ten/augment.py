@@ -31,9 +31,8 @@ def _sample(image, ys, xs):
   zero outside the image.
 
   Written here rather than using dm-pix's affine_transform/elastic_deformation
-  (map_coordinates): on this 2-core CPU those took 138 ms and 323 ms for 512
-  28x28 images, this 3 ms and 8 ms (affine, affine + elastic). Four gathers
-  from the flattened image are all XLA needs.
+  (map_coordinates), which are far slower on CPU: four gathers from the
+  flattened image are all XLA needs (timings: docs/speed.md).
   """
   h, w, c = image.shape
   y0, x0 = jnp.floor(ys), jnp.floor(xs)

@@ -23,6 +23,7 @@ def _restore_args():
 class Checkpointer:
 
   def __init__(self, directory, *, keep: int = 2, read_only: bool = False):
+    self.directory = pathlib.Path(directory)
     self._manager = ocp.CheckpointManager(
         pathlib.Path(directory).absolute(),
         options=ocp.CheckpointManagerOptions(

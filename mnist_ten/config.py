@@ -70,7 +70,14 @@ def base() -> ml_collections.ConfigDict:
   # A two-stage config sets `pretrain` to a whole stage-1 config (see
   # configs/pretext.py); empty: one stage.
   c.pretrain = ml_collections.ConfigDict()
-  c.eval_with = "head"  # head | knn (nearest labeled example in feature space)
+  # What a run evaluates, by name (see mnist_ten/evaluate.py): each entry is
+  # {type (default: the name), every (default: eval_every), options}; "vote"
+  # applies only to a method that votes. eval_report: the one whose EMA test
+  # accuracy is the result ("auto": vote, else head, else knn, else linear_probe).
+  c.evals = ml_collections.ConfigDict({"head": {}, "vote": {}})
+  c.eval_report = "auto"
+  c.eval_median_of = 5  # results.json also reports the median of the last 5 evaluations
+  c.plots = True  # a finished run draws its figures into WORKDIR/plots and TensorBoard
 
   c.knn = ml_collections.ConfigDict(dict(k=1))
   return c
@@ -121,10 +128,27 @@ def validate(config):
     raise ConfigError(f"ema_decay must be in [0, 1), got {config.ema_decay}")
   if not 0.0 <= config.label_smoothing < 1.0:
     raise ConfigError(f"label_smoothing must be in [0, 1), got {config.label_smoothing}")
-  if config.eval_with not in ("head", "knn"):
-    raise ConfigError(f"eval_with must be 'head' or 'knn', got {config.eval_with!r}")
+  if config.eval_median_of < 1:
+    raise ConfigError(f"eval_median_of must be >= 1, got {config.eval_median_of}")
   if config.init_scope not in ("encoder", "all"):
     raise ConfigError(f"init_scope must be 'encoder' or 'all', got {config.init_scope!r}")
+
+
+def from_saved(saved: dict) -> ml_collections.ConfigDict:
+  """A run's config.json as a ConfigDict, with the keys added since it was
+  written at their defaults (runs from before `config.evals` evaluated with
+  `eval_with`)."""
+  config = ml_collections.ConfigDict(saved)
+  defaults = base()
+  with config.unlocked():
+    for key in ("evals", "eval_report", "eval_median_of", "plots"):
+      if key not in config:
+        config[key] = defaults[key]
+    if "eval_with" in config:
+      if config.eval_with == "knn":
+        config.evals = ml_collections.ConfigDict({"knn": {}})
+      del config["eval_with"]
+  return config
 
 
 def to_json(config) -> str:

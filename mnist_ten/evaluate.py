@@ -1,12 +1,34 @@
-"""Test-set evaluation: predictions on device, metrics on the host."""
-from typing import Callable, Dict
+"""Evaluators by name, chosen by `config.evals` (as big_vision's `config.evals`).
 
+Each entry of `config.evals` is `name: {type (default: the name), every
+(default: config.eval_every), options...}`. An evaluator is built once per
+run from an `EvalContext` and called with an `EvalRound` (the weights under
+test, a memo that evaluators share, e.g. the head's probabilities); it returns
+`{"<set>_<weights>": metrics}` for every eval set (`test`, and `val` when a
+validation set is held out) and weights (`ema`, `raw`). Every evaluator also
+runs at the end of training; `config.eval_report` names the one whose EMA
+test accuracy is the run's result ("auto": vote, else head, else knn, else
+linear_probe).
+
+Predictions run on device in jit-compiled chunks; metrics on the host.
+"""
+import dataclasses
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mnist_ten import neighbors
 from mnist_ten import parallel
-from mnist_ten.methods import knn
+from mnist_ten.errors import ConfigError
+from mnist_ten.registry import Registry
+
+EVALUATORS: Registry = Registry("evaluator")
+WEIGHTS = ("ema", "raw")
+# The evaluator "auto" reports, by type, first present first.
+_REPORT_ORDER = ("vote", "head", "knn", "linear_probe")
 
 
 def classification_metrics(labels: np.ndarray, predictions: np.ndarray,
@@ -59,19 +81,20 @@ def make_predict(logits_fn: Callable, batch_size: int, sharding, argmax: bool = 
 
 
 def make_knn_predict(features_fn: Callable, labeled_images, labeled_labels, num_classes: int,
-                     batch_size: int, sharding) -> Callable:
+                     batch_size: int, sharding, k: int = 1) -> Callable:
   """Like make_predict, but each image takes the class of its nearest labeled
   example by cosine similarity of `features_fn(variables, float_images)`:
   how well an encoder separates classes before any head is trained."""
   features_predict = make_predict(
-      lambda v, x: _normalise(features_fn(v, x)), batch_size, sharding, argmax=False)
+      lambda v, x: neighbors.unit_jnp(features_fn(v, x)), batch_size, sharding, argmax=False)
   # On unit vectors the L2-nearest example is the cosine-nearest one. The
   # labeled features are an argument, not a constant: one compilation serves
   # every evaluation.
   nearest_predict = make_predict(
-      lambda v_and_labeled, x: jax.nn.one_hot(knn.knn_predict(
-          v_and_labeled[1], labeled_labels, _normalise(features_fn(v_and_labeled[0], x)),
-          k=1, num_classes=num_classes), num_classes),
+      lambda v_and_labeled, x: jax.nn.one_hot(neighbors.knn_predict(
+          v_and_labeled[1], labeled_labels,
+          neighbors.unit_jnp(features_fn(v_and_labeled[0], x)),
+          k=k, num_classes=num_classes), num_classes),
       batch_size, sharding)
 
   def predict(variables, images):
@@ -82,5 +105,219 @@ def make_knn_predict(features_fn: Callable, labeled_images, labeled_labels, num_
   return predict
 
 
-def _normalise(x):
-  return x / jnp.linalg.norm(x, axis=-1, keepdims=True).clip(1e-12)
+@dataclasses.dataclass
+class EvalContext:
+  """What evaluators may use: the model and method, the labeled examples
+  (their labels are training data) and the eval sets (labels for metrics
+  only, never for training)."""
+  model: Any
+  method: Any
+  eval_sets: List[Any]  # input_pipeline.EvalSet
+  labeled_images: jax.Array  # uint8, on the mesh
+  labeled_labels: jax.Array
+  num_classes: int
+  batch_size: int
+  sharding: Any  # batch-sharded over the mesh, or None
+  _head_probs: Optional[Callable] = None
+
+  @property
+  def head_probs(self) -> Callable:
+    """probs(variables, uint8 images) -> [N, C] numpy softmax of the head,
+    one compiled function shared by every evaluator."""
+    if self._head_probs is None:
+      self._head_probs = make_predict(
+          lambda v, x: jax.nn.softmax(self.model.apply(v, x, train=False)),
+          self.batch_size, self.sharding, argmax=False)
+    return self._head_probs
+
+  def features_fn(self, variables, images):
+    return self.model.apply(variables, images, train=False, output="features")
+
+
+class EvalRound:
+  """One evaluation: the weights under test by tag, a memo shared by the
+  evaluators, and each evaluator's per-image predictions (for plots)."""
+
+  def __init__(self, weights: Dict[str, Any]):
+    self.weights = weights
+    self._memo = {}
+    # (evaluator name, "<set>_<tag>") -> (predicted class [N], confidence [N])
+    self.predictions: Dict[Tuple[str, str], Tuple[np.ndarray, np.ndarray]] = {}
+
+  def memo(self, key, compute: Callable):
+    if key not in self._memo:
+      self._memo[key] = compute()
+    return self._memo[key]
+
+
+class Evaluator:
+  """Base: `__call__(round) -> {"<set>_<tag>": metrics}`; `scores` gives the
+  class scores [N, C] whose argmax is the prediction."""
+  every: int = 0
+
+  def __init__(self, name: str, cfg: dict, ctx: EvalContext):
+    self.name = name
+    self.cfg = cfg
+    self.ctx = ctx
+
+  @classmethod
+  def applies(cls, method) -> bool:
+    """False: skipped for this method (e.g. a vote without a voting method)."""
+    return True
+
+  def scores(self, rnd: EvalRound, tag: str, eval_set) -> np.ndarray:
+    raise NotImplementedError
+
+  def __call__(self, rnd: EvalRound) -> Dict[str, Dict]:
+    out = {}
+    for eval_set in self.ctx.eval_sets:
+      for tag in rnd.weights:
+        scores = self.scores(rnd, tag, eval_set)
+        predicted = scores.argmax(-1)
+        rnd.predictions[(self.name, f"{eval_set.name}_{tag}")] = (
+            predicted, scores.max(-1) / np.maximum(scores.sum(-1), 1e-12))
+        out[f"{eval_set.name}_{tag}"] = classification_metrics(
+            eval_set.labels, predicted, self.ctx.num_classes)
+    return out
+
+
+@EVALUATORS.register("head")
+class Head(Evaluator):
+  """The classifier head's probabilities."""
+
+  def scores(self, rnd, tag, eval_set):
+    return rnd.memo(("head", tag, eval_set.name),
+                    lambda: self.ctx.head_probs(rnd.weights[tag], eval_set.images))
+
+
+@EVALUATORS.register("vote")
+class Vote(Head):
+  """The head's probabilities plus the method's vote (`Method.vote`, e.g.
+  the graph's labels of the nearest training images): the prediction of a
+  run whose method votes. The vote is fixed for the run: computed once."""
+
+  @classmethod
+  def applies(cls, method) -> bool:
+    return bool(method.votes)
+
+  def __init__(self, name, cfg, ctx):
+    super().__init__(name, cfg, ctx)
+    self.votes = {}
+    for eval_set in ctx.eval_sets:
+      vote = ctx.method.vote(eval_set.host_images)
+      self.votes[eval_set.name] = vote
+      logging.info("the method votes with the network; its vote alone is right on %.2f%% "
+                   "of the %s images", 100 * np.mean(vote.argmax(1) == eval_set.labels),
+                   eval_set.name)
+
+  def scores(self, rnd, tag, eval_set):
+    return super().scores(rnd, tag, eval_set) + self.votes[eval_set.name]
+
+
+@EVALUATORS.register("knn")
+class NearestLabeled(Evaluator):
+  """Each image takes the class of its k nearest labeled examples by cosine
+  similarity of the encoder's features: how well an encoder separates classes
+  before any head is trained. Options: k (1)."""
+
+  def __init__(self, name, cfg, ctx):
+    super().__init__(name, cfg, ctx)
+    self.predict = make_knn_predict(ctx.features_fn, ctx.labeled_images, ctx.labeled_labels,
+                                    ctx.num_classes, ctx.batch_size, ctx.sharding,
+                                    k=int(cfg.get("k", 1)))
+
+  def scores(self, rnd, tag, eval_set):
+    predicted = self.predict(rnd.weights[tag], eval_set.images)
+    return np.eye(self.ctx.num_classes, dtype=np.float32)[predicted]
+
+
+@EVALUATORS.register("linear_probe")
+class LinearProbe(Evaluator):
+  """A linear classifier fitted on the labeled examples' encoder features
+  (unit length, with a bias) by ridge regression onto one-hot targets, then
+  applied to the eval sets: linear separability of what the encoder learned,
+  with no head trained. Options: l2 (1e-2)."""
+
+  def __init__(self, name, cfg, ctx):
+    super().__init__(name, cfg, ctx)
+    self.l2 = float(cfg.get("l2", 1e-2))
+    if self.l2 <= 0:
+      raise ConfigError(f"evals.{name}.l2={self.l2} must be > 0")
+    self.features = make_predict(lambda v, x: neighbors.unit_jnp(ctx.features_fn(v, x)),
+                                 ctx.batch_size, ctx.sharding, argmax=False)
+
+  def _weights(self, rnd, tag):
+    def fit():
+      x = self.features(rnd.weights[tag], self.ctx.labeled_images).astype(np.float64)
+      x = np.concatenate([x, np.ones((x.shape[0], 1))], 1)
+      y = np.eye(self.ctx.num_classes)[np.asarray(self.ctx.labeled_labels)]
+      # The dual form: as many unknowns as labeled examples, however wide the features.
+      return x.T @ np.linalg.solve(x @ x.T + self.l2 * np.eye(x.shape[0]), y)
+    return rnd.memo(("linear_probe", self.l2, tag), fit)
+
+  def scores(self, rnd, tag, eval_set):
+    x = self.features(rnd.weights[tag], eval_set.images).astype(np.float64)
+    logits = np.concatenate([x, np.ones((x.shape[0], 1))], 1) @ self._weights(rnd, tag)
+    return jax.nn.softmax(logits.astype(np.float32), -1).__array__()
+
+
+def build(config, ctx: EvalContext) -> Dict[str, Evaluator]:
+  """The evaluators `config.evals` lists that apply to the run's method, by name."""
+  built = {}
+  for name, cfg in sorted(config.evals.items()):
+    cfg = dict(cfg)
+    kind = cfg.pop("type", name)
+    cls = EVALUATORS.get(kind)
+    if not cls.applies(ctx.method):
+      continue
+    every = cfg.pop("every", 0) or config.eval_every
+    evaluator = cls(name, cfg, ctx)
+    evaluator.kind, evaluator.every = kind, every
+    built[name] = evaluator
+  return built
+
+
+def report_name(config, evaluators: Dict[str, Evaluator]) -> str:
+  """The evaluator whose EMA test accuracy is the run's result."""
+  if config.eval_report != "auto":
+    return config.eval_report
+  for kind in _REPORT_ORDER:
+    for name, evaluator in evaluators.items():
+      if evaluator.kind == kind:
+        return name
+  return next(iter(evaluators))
+
+
+def check_config(config, method=None):
+  """Known evaluator types, whole cadences, and a report that names one of them."""
+  if not config.evals:
+    raise ConfigError("config.evals is empty: a run needs at least one evaluator "
+                      f"(known: {', '.join(EVALUATORS)})")
+  names = []
+  for name, cfg in config.evals.items():
+    kind = cfg.get("type", name)
+    cls = EVALUATORS.get(kind)
+    every = cfg.get("every", 0)
+    if not isinstance(every, int) or every < 0 or every % config.steps_per_dispatch:
+      raise ConfigError(f"evals.{name}.every={every!r} must be 0 (eval_every) or a positive "
+                        f"multiple of steps_per_dispatch={config.steps_per_dispatch}")
+    if method is None or cls.applies(method):
+      names.append(name)
+  if config.eval_report != "auto" and config.eval_report not in names:
+    raise ConfigError(f"eval_report={config.eval_report!r} names no evaluator of this run "
+                      f"(config.evals: {', '.join(sorted(names))})")
+
+
+def due(evaluators: Dict[str, Evaluator], step: int, final: bool) -> List[str]:
+  return [name for name, e in evaluators.items() if final or step % e.every == 0]
+
+
+def scalars(out: Dict[str, Dict[str, Dict]]) -> Dict[str, float]:
+  """TensorBoard scalars of one round: "<evaluator>/<set>/accuracy_<tag>"."""
+  flat = {}
+  for name, per_key in out.items():
+    for key, metrics in per_key.items():
+      split_name, tag = key.rsplit("_", 1)
+      flat[f"{name}/{split_name}/accuracy_{tag}"] = metrics["accuracy"]
+      flat[f"{name}/{split_name}/macro_f1_{tag}"] = metrics["macro_f1"]
+  return flat

@@ -2,10 +2,10 @@
 for every unlabeled image.
 
 1. Features in which nearest neighbours tend to share a class. Raw pixels are
-   poor (10-NN purity 95.7% on MNIST); moment-based deskewing (the classic
-   MNIST normalisation) and histograms of oriented gradients (Dalal & Triggs
-   2005) are invariant to slant and stroke position: their concatenation
-   reaches 98.3%. A trained encoder's features can be added (`encoder`).
+   poor; moment-based deskewing (the classic MNIST normalisation) and
+   histograms of oriented gradients (Dalal & Triggs 2005) are invariant to
+   slant and stroke position, and their concatenation is far better. A
+   trained encoder's features can be added (`encoder`).
 2. A k-nearest-neighbour graph (cosine similarity, exact, in chunks on device)
    with self-tuning Gaussian weights (Zelnik-Manor & Perona 2004).
 3. Poisson learning (Calder et al. 2020) from the labeled nodes: unlike
@@ -21,9 +21,7 @@ for every unlabeled image.
    carried to images that never joined it.
 
 Everything is a pure JAX function and runs on the accelerator when there is one.
-Measured on MNIST (label seeds 0-4, pseudo-label accuracy on the 59,990
-unlabeled images, a diagnostic computed outside training): raw pixels 84.8%,
-deskewed pixels 95.8%, deskewed pixels + HOG 98.2% (min 98.0%).
+Measurements of each feature and of the refinement: docs/default_recipe.md.
 """
 import dataclasses
 import functools
@@ -36,6 +34,7 @@ import scipy.sparse
 import scipy.sparse.linalg
 
 from mnist_ten import augment
+from mnist_ten import neighbors
 from mnist_ten.augment import _identity_grid, _sample
 from mnist_ten.errors import ConfigError
 from mnist_ten.registry import Registry
@@ -114,10 +113,6 @@ def fit_pca(x: np.ndarray, dim: int, fit_every: int = 10) -> Tuple[np.ndarray, n
   return mean, vt[:dim].T
 
 
-def _unit(x):
-  return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)
-
-
 def parse_features(spec: str) -> List[Tuple[str, Dict]]:
   """'hog(cell=4, dim=64)|deskew(dim=64)' -> [(name, options)], checked."""
   blocks = augment.parse(spec, what="graph feature")
@@ -138,7 +133,7 @@ class Embedding:
   batch_size: int = 5000
 
   def __call__(self, images: np.ndarray) -> np.ndarray:
-    return np.concatenate([_unit((_apply(fn, images, self.batch_size) - mean) @ components)
+    return np.concatenate([neighbors.unit((_apply(fn, images, self.batch_size) - mean) @ components)
                            for fn, mean, components in self.blocks], axis=1)
 
 
@@ -182,7 +177,7 @@ def fit_embedding(images: np.ndarray, spec: str, *, batch_size: int = 5000,
     feats = _apply(fn, images, batch_size)
     mean, components = fit_pca(feats, dim)
     blocks.append((fn, mean, components))
-    parts.append(_unit((feats - mean) @ components))
+    parts.append(neighbors.unit((feats - mean) @ components))
   return Embedding(blocks, batch_size), np.concatenate(parts, axis=1)
 
 
@@ -192,44 +187,12 @@ def embed(images: np.ndarray, spec: str, *, batch_size: int = 5000,
   return fit_embedding(images, spec, batch_size=batch_size, extra=extra)[1]
 
 
-@functools.partial(jax.jit, static_argnames=("k", "exclude_self"))
-def _top_k(block, start, database, *, k: int, exclude_self: bool):
-  # The database is an argument, not a constant closed over: a constant is
-  # baked into the program (60,000 x 160 floats), slows its compilation and
-  # gives every call a program of its own; as an argument, one compilation
-  # serves every chunk, every call of the same shapes and every round.
-  sims = block @ database.T
-  if exclude_self:
-    # Explicitly: duplicated images would otherwise make the first
-    # neighbour ambiguous. Indices past the database (padding) are dropped.
-    chunk = block.shape[0]
-    sims = sims.at[jnp.arange(chunk), start + jnp.arange(chunk)].set(-jnp.inf)
-  return jax.lax.top_k(sims, k)
-
-
-def _nearest(queries: np.ndarray, database: np.ndarray, k: int, *, chunk: int,
-             exclude_self: bool = False):
-  """Each query row's k most cosine-similar `database` rows: (similarities
-  [N, k], indices [N, k]), best first. Exact, one chunk of queries at a time
-  on device, the queries padded to whole chunks so that one compilation serves
-  every chunk. exclude_self: the queries are the database's own rows, and row
-  i never matches itself."""
-  n = queries.shape[0]
-  database = jnp.asarray(_unit(np.asarray(database, np.float32)))
-  queries = _unit(np.asarray(queries, np.float32))
-  queries = np.concatenate([queries, np.zeros((-n % chunk, queries.shape[1]), np.float32)])
-  sims, idx = zip(*[jax.device_get(_top_k(jnp.asarray(queries[i:i + chunk]), i, database,
-                                          k=k, exclude_self=exclude_self))
-                    for i in range(0, queries.shape[0], chunk)])
-  return np.concatenate(sims)[:n], np.concatenate(idx)[:n]
-
-
 def knn_graph(features: np.ndarray, k: int, *, chunk: int = 2000):
   """Exact k nearest neighbours by cosine similarity (self excluded):
   (similarities [N, k], indices [N, k]), best first."""
   if not 1 <= k < features.shape[0]:
     raise ConfigError(f"graph: k={k} must be in [1, {features.shape[0]})")
-  return _nearest(features, features, k, chunk=chunk, exclude_self=True)
+  return neighbors.search(features, features, k, chunk=chunk, exclude_self=True)
 
 
 def edge_weights(sims: np.ndarray) -> np.ndarray:
@@ -331,11 +294,8 @@ def refine_labels(neighbors: np.ndarray, weights: np.ndarray, labels: np.ndarray
   node or a node moved before are left alone; at most one group moves per
   class per round, and the class is rebuilt for the next.
 
-  Measured as the share of MNIST's unlabeled images labelled right
-  (`default`'s round-2 graph, label seeds 0-4, a diagnostic outside
-  training): 98.83% -> 98.98%; the 9s labelled 3 went from 26-109 per draw
-  to 2-4 in four of the five. ratio 1.0-1.5 also moved groups that
-  belonged where they were; 3.0 moved too few.
+  `ratio` 2.0 is `default`'s; how it was chosen, and what it gains:
+  docs/default_recipe.md.
 
   Returns the new labels int32 [N] and the number of groups moved.
   """
@@ -410,7 +370,7 @@ def knn_vote(queries: np.ndarray, memory: np.ndarray, memory_labels: np.ndarray,
   image at a time (inductive: the queries never join the graph)."""
   if not 1 <= k <= memory.shape[0]:
     raise ConfigError(f"graph vote: k={k} must be in [1, {memory.shape[0]}]")
-  sims, idx = _nearest(queries, memory, k, chunk=chunk)
+  sims, idx = neighbors.search(queries, memory, k, chunk=chunk)
   n = queries.shape[0]
   weights = edge_weights(sims)
   votes = np.zeros((n, num_classes), np.float32)

@@ -3,21 +3,14 @@
     clf = mnist_ten.load_classifier("runs/supervised-...")
     labels, probs = clf(images)   # uint8 [N, 28, 28(, 1)] or floats in [0, 1]
 """
-import json
-import pathlib
 from typing import Dict
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from mnist_ten import checkpoint
-from mnist_ten import datasets
 from mnist_ten import input_pipeline
-from mnist_ten import methods
-from mnist_ten import models
-from mnist_ten import splits
+from mnist_ten import run
 from mnist_ten.errors import WorkdirError
 
 
@@ -88,38 +81,21 @@ def load_classifier(workdir, *, use_ema: bool = True, vote: bool = True) -> Clas
   was evaluated, network and vote together; the vote's graph is rebuilt from
   the run's data and split, as training built it (about a minute on a
   CPU). vote=False: the network alone, at once."""
-  workdir = pathlib.Path(workdir)
-  if not (workdir / "config.json").exists():
-    raise WorkdirError(f"{str(workdir)!r} holds no run (no config.json)")
-  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
-  split = json.loads((workdir / "split.json").read_text())
-  num_classes, image_shape = split["num_classes"], split["image_shape"]
-  method = methods.build(config, methods.Context(num_classes, hflip_allowed=False,
-                                                 image_shape=tuple(image_shape)))
+  parts = run.Parts.from_workdir(workdir)
+  method, num_classes, image_shape = parts.method, parts.num_classes, parts.image_shape
   if not method.trains:  # nearest neighbour: the labeled examples are the model
-    dataset = datasets.load(config.data)
-    labeled = np.asarray(split["labeled"])
+    dataset, labeled = parts.dataset, parts.split.labeled
     x, y = jnp.asarray(dataset.train_images[labeled]), jnp.asarray(dataset.train_labels[labeled])
     return Classifier(lambda images: jax.nn.one_hot(
         method.predict(x, y, images * 255.0), num_classes), image_shape, num_classes)
-  ckpt_dir = workdir / "checkpoints"
-  ckpt = checkpoint.Checkpointer(ckpt_dir, read_only=True) if ckpt_dir.is_dir() else None
-  if ckpt is None or ckpt.latest_step() is None:
-    raise WorkdirError(f"{str(workdir)!r} holds no complete checkpoint yet")
-  raw = ckpt.restore_raw()
-  ckpt.close()
-  model = models.build(config.model, num_classes, aux_widths=method.aux_widths)
-  variables = {"params": raw["ema_params" if use_ema else "params"]}
-  if raw.get("batch_stats"):
-    variables["batch_stats"] = raw["batch_stats"]
-  # Through numpy: a checkpoint of a multi-device run comes back spread over
-  # that run's devices; this classifier runs on this process's own device.
-  variables = jax.device_put(jax.tree.map(np.asarray, variables))
+  # On this process's own device, whatever devices the run was spread over.
+  variables = jax.device_put(run.load_weights(workdir, use_ema=use_ema))
+  model = parts.model
   vote_fn = None
   if vote and method.votes:
-    dataset = datasets.load(config.data)
-    run_split = splits.Split.from_json(split, dataset.train_labels.shape[0])
-    method.prepare(input_pipeline.host_train_data(dataset, run_split))
+    init_network = (load_classifier(parts.config.init_from, vote=False)
+                    if method.uses_init_network else None)
+    method.prepare(input_pipeline.host_train_data(parts.dataset, parts.split), init_network)
     vote_fn = method.vote
   return Classifier(
       lambda images: jax.nn.softmax(model.apply(variables, images, train=False)),

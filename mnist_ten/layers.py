@@ -3,13 +3,12 @@
 `Conv` is `flax.linen.Conv` (same parameters, same forward pass) with one
 difference on CPU: the gradient with respect to the kernel. XLA:CPU computes
 it as a convolution whose window is the whole output image, which runs at a
-fraction of the machine's speed: for the LeNet's second convolution on the
-FixMatch batch (960 images, 14x14x32 -> 64, 5x5) it takes 1.0 s where the
-forward pass takes 0.24 s. Here the kernel gradient is a matrix product of
-the layer's input patches (im2col) with the output gradient, built a few
-images at a time inside a `lax.scan` so that the patches stay in cache
-rather than being written out for the whole batch (0.25 s). The forward pass
-and the input gradient stay XLA's own convolutions, which are fast.
+fraction of the machine's speed (several times the forward pass). Here the
+kernel gradient is a matrix product of the layer's input patches (im2col)
+with the output gradient, built a few images at a time inside a `lax.scan`
+so that the patches stay in cache rather than being written out for the
+whole batch. The forward pass and the input gradient stay XLA's own
+convolutions, which are fast.
 
 `gradient_rows(n)`: within it, the rows of a batch from n on go through the
 same forward pass (the same convolutions, the same batch-norm statistics),
@@ -26,7 +25,7 @@ is several times slower.
 
 Off CPU (GPU, TPU) and across several devices the convolution is XLA's
 own (see `use_im2col`): cuDNN and the TPU compiler handle it well.
-`experiments/benchmark.py` and the README's Speed section give the timings.
+`experiments/benchmark.py` and docs/speed.md give the timings.
 """
 import contextlib
 import contextvars

@@ -65,13 +65,18 @@ def confident_consistency(logits_weak, logits_strong, threshold: float, prior=No
   return jnp.mean(per_example * mask), pseudo, mask
 
 
+def mixup_lambda(key, alpha: float, n: int):
+  """MixMatch's mixing weights: lambda' = max(lambda, 1 - lambda), lambda ~ Beta(alpha, alpha)."""
+  lam = jax.random.beta(key, alpha, alpha, (n,))
+  return jnp.maximum(lam, 1.0 - lam)
+
+
 def mixup(key, x, y, alpha: float):
   """Mixes each example with a random partner of the same batch (MixMatch's
   variant: lambda' = max(lambda, 1 - lambda) keeps each mix closer to its own
   example). Returns (mixed x, mixed y)."""
   k_lam, k_perm = jax.random.split(key)
-  lam = jax.random.beta(k_lam, alpha, alpha, (x.shape[0],))
-  lam = jnp.maximum(lam, 1.0 - lam)
+  lam = mixup_lambda(k_lam, alpha, x.shape[0])
   perm = jax.random.permutation(k_perm, x.shape[0])
   lx = lam.reshape((-1,) + (1,) * (x.ndim - 1))
   ly = lam.reshape((-1,) + (1,) * (y.ndim - 1))

@@ -1,4 +1,4 @@
-"""Scalars to `metrics.jsonl` and TensorBoard event files, without TensorFlow.
+"""Scalars to `metrics.jsonl`, scalars and images to TensorBoard event files, without TensorFlow.
 
 TensorBoard's `EventFileWriter` opens files through `tf.io.gfile`, which
 imports TensorFlow when it is installed (seconds of start-up, and not there on
@@ -50,6 +50,19 @@ class MetricWriter:
       self._events.write(event_pb2.Event(wall_time=time.time(), step=step,
                                          summary=summary).SerializeToString())
       self._events.flush()
+
+  def write_image(self, step: int, tag: str, png: bytes):
+    """A PNG image as a TensorBoard image summary (the run's plots)."""
+    if not self._enabled or self._events is None:
+      return
+    event_pb2, summary_pb2 = self._pb
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    image = summary_pb2.Summary.Image(height=height, width=width, colorspace=4,
+                                      encoded_image_string=png)
+    summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, image=image)])
+    self._events.write(event_pb2.Event(wall_time=time.time(), step=step,
+                                       summary=summary).SerializeToString())
+    self._events.flush()
 
   def close(self):
     if self._enabled:

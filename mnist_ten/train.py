@@ -2,13 +2,15 @@
 
 One pure, jit-compiled step (state, data) -> (state, metrics) samples the
 batches on device, lets the method compute its loss, and applies the
-optimizer and the EMA. The loop around it logs, evaluates, checkpoints, and
-resumes from the workdir.
+optimizer and the EMA. `_train` composes the pieces around it: restore or
+initialise, prepare the method's data, build the evaluators, the step loop
+with its clock, logging, checkpoints, the results and the plots.
 """
 import contextlib
 import json
 import logging as py_logging
 import pathlib
+import subprocess
 import time
 from typing import Any, Dict, List, Tuple
 
@@ -22,21 +24,22 @@ import optax
 
 from mnist_ten import checkpoint
 from mnist_ten import config as config_lib
-from mnist_ten import datasets
 from mnist_ten import evaluate
+from mnist_ten import inference
 from mnist_ten import input_pipeline
-from mnist_ten import methods
 from mnist_ten import models
 from mnist_ten import optim
 from mnist_ten import parallel
-from mnist_ten import splits
-from mnist_ten.errors import ConfigError, TrainingError, WorkdirError
+from mnist_ten import plots
+from mnist_ten import run as run_lib
+from mnist_ten.errors import TrainingError, WorkdirError
 from mnist_ten.metric_writer import MetricWriter
 
 # Config keys that may change between a run and its resumption: where the data
 # is read from and how often to log do not change what is computed.
 RESUME_MAY_CHANGE = ("data.data_dir", "data.idx_dir", "data.cache_dir",
-                     "data.download", "log_every", "eval_every", "keep_checkpoints")
+                     "data.download", "log_every", "eval_every", "keep_checkpoints",
+                     "evals", "eval_report", "eval_median_of", "eval_with", "plots")
 
 
 @flax.struct.dataclass
@@ -132,16 +135,11 @@ def init_state(model, tx, config, image_shape, mesh) -> TrainState:
 def load_init_from(state: TrainState, config) -> TrainState:
   """Copies the encoder (or every matching part) of another run's EMA weights."""
   source = pathlib.Path(config.init_from)
-  ckpt_dir = source / "checkpoints"
-  if not ckpt_dir.is_dir():
-    raise WorkdirError(f"init_from={str(source)!r} holds no checkpoints/ folder")
-  ckpt = checkpoint.Checkpointer(ckpt_dir, read_only=True)
-  if ckpt.latest_step() is None:
-    raise WorkdirError(f"init_from={str(source)!r} holds no complete checkpoint")
-  raw = ckpt.restore_raw()
-  ckpt.close()
-  # The EMA weights are the other run's final model, when it kept them.
-  src_params, src_stats = raw["ema_params"], raw.get("batch_stats") or {}
+  try:
+    src = run_lib.load_weights(source)
+  except WorkdirError as e:
+    raise WorkdirError(f"init_from: {e}") from None
+  src_params, src_stats = src["params"], src.get("batch_stats") or {}
   # "encoder": the encoder alone; "all": every part (encoder, heads) both models have.
   parts = ["encoder"] if config.init_scope == "encoder" else [
       k for k in state.params if k in src_params]
@@ -251,33 +249,16 @@ def _format_seconds(s: float) -> str:
 
 
 class Setup:
-  """Everything that is checked before anything is written to the workdir."""
+  """A run's parts (`run.Parts.from_config`) on this process's mesh, checked
+  before anything is written to the workdir."""
 
-  def __init__(self, config, dataset: datasets.Dataset = None):
-    config_lib.validate(config)
-    self.dataset = dataset or datasets.load(config.data)
-    self.split = splits.make_split(
-        self.dataset.train_labels, self.dataset.num_classes,
-        labels_per_class=config.data.labels_per_class,
-        label_seed=config.data.label_seed,
-        labeled_indices=tuple(config.data.labeled_indices),
-        validation_size=config.data.validation_size)
+  def __init__(self, config, dataset=None):
+    self.parts = run_lib.Parts.from_config(config, dataset)
     self.mesh = parallel.make_mesh()
-    ctx = methods.Context(num_classes=self.dataset.num_classes,
-                          hflip_allowed=datasets.hflip_allowed(config.data),
-                          image_shape=self.dataset.image_shape)
-    self.method = methods.build(config, ctx)
-    self.model = models.build(config.model, self.dataset.num_classes,
-                              aux_widths=self.method.aux_widths,
-                              frozen_encoder=config.freeze_encoder)
-    if self.method.trains:
-      for name, size in [("batch size", self.method.labeled_batch_size),
-                         ("unlabeled batch size", self.method.unlabeled_batch_size),
-                         ("eval_batch_size", config.eval_batch_size)]:
-        parallel.check_divisible(name, size, self.mesh)
-      if self.method.unlabeled_batch_size and not self.split.unlabeled.size:
-        raise ConfigError(f"method {config.method!r} needs unlabeled images but every "
-                          "train image is labeled or held out")
+    self.parts.check_batches(self.mesh)
+    evaluate.check_config(config, self.parts.method)
+    self.dataset, self.split = self.parts.dataset, self.parts.split
+    self.method, self.model = self.parts.method, self.parts.model
 
 
 def pretrain_config(config) -> ml_collections.ConfigDict:
@@ -360,168 +341,270 @@ def _run_stage(config, workdir: pathlib.Path, setup: Setup, start_time: float) -
     return _train(config, workdir, setup, is_main, start_time)
 
 
-def _train(config, workdir, setup, is_main, start_time) -> Dict:
-  dataset, split, mesh, model, method = (setup.dataset, setup.split, setup.mesh,
-                                         setup.model, setup.method)
-  tx, schedule = optim.make(config.optim, config.num_steps,
-                            frozen_encoder=config.freeze_encoder)
-  state = init_state(model, tx, config, dataset.image_shape, mesh)
-  # Every process takes part in saving (Orbax coordinates them: process 0
-  # writes the metadata, one copy of each replicated array is written).
-  ckpt = checkpoint.Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
-  # Times accumulate over sittings: a resumed run reports its whole cost.
-  train_seconds, earlier_wall_seconds = 0.0, 0.0
-  if ckpt.latest_step() is not None:
-    state, extra = ckpt.restore(state)
-    state = parallel.put_replicated(state, mesh)
-    train_seconds = float(extra.get("train_seconds", 0.0))
-    earlier_wall_seconds = float(extra.get("wall_seconds", 0.0))
-    logging.info("resumed from step %d of %s", int(state.step), workdir / "checkpoints")
-  elif config.init_from:
-    state = load_init_from(state, config)
-    logging.info("initialised %s from %s", config.init_scope, config.init_from)
+class Clock:
+  """Training time (accumulated over sittings), the first call's compile
+  time, and images/s of each log window; evaluations are not training time
+  (as big_vision's `chrono`)."""
 
-  t = time.time()
-  data = method.prepare(input_pipeline.host_train_data(dataset, split))
-  prepare_seconds = time.time() - t
-  if data.pseudo_labels is not None:
-    logging.info("prepared pseudo-labels for %d unlabeled images in %s (%.0f%% weighted)",
-                 data.pseudo_labels.shape[0], _format_seconds(prepare_seconds),
-                 100 * float(np.mean(data.pseudo_weights > 0)))
-  data = input_pipeline.to_device(data, mesh)
-  eval_sets = input_pipeline.make_eval_sets(dataset, split, mesh)
-  # What the method adds to the network's probabilities at prediction (e.g. a
-  # graph's vote): fixed for the run, so computed once, with `prepare`.
-  t = time.time()
-  votes = {s.name: method.vote(s.host_images) for s in eval_sets}
-  votes = {name: v for name, v in votes.items() if v is not None}
-  if votes:
-    prepare_seconds += time.time() - t
-    for eval_set in eval_sets:
-      if eval_set.name in votes:
-        logging.info("the method votes with the network (%s); its vote alone is right on "
-                     "%.2f%% of the %s images", _format_seconds(time.time() - t), 100 * np.mean(
-                         votes[eval_set.name].argmax(1) == eval_set.labels), eval_set.name)
-  if config.eval_with == "head":
-    predict = evaluate.make_predict(lambda v, x: jax.nn.softmax(model.apply(v, x, train=False)),
-                                    config.eval_batch_size, parallel.batch_sharded(mesh),
-                                    argmax=False)
-  else:  # "knn": nearest labeled example in the encoder's feature space
-    predict = evaluate.make_knn_predict(
-        lambda v, x: model.apply(v, x, train=False, output="features"),
-        data.labeled_images, data.labeled_labels, dataset.num_classes,
-        config.eval_batch_size, parallel.batch_sharded(mesh))
-  train_step = make_train_step(model, method, tx, schedule, config, mesh)
-  writer = MetricWriter(workdir, enabled=is_main)
+  def __init__(self, images_per_step: int, train_seconds: float = 0.0,
+               earlier_wall_seconds: float = 0.0, start_time: float = None):
+    self.images_per_step = images_per_step
+    self.train_seconds = train_seconds
+    self.earlier_wall_seconds = earlier_wall_seconds
+    self.start_time = start_time or time.time()
+    self.compile_seconds = 0.0
+    self._window_start, self._window_steps = time.time(), 0
 
-  def run_eval(step) -> Dict[str, Dict]:
+  def step(self, train_step, state, data, steps: int):
+    t = time.time()
+    state, metrics = train_step(state, data)
+    if not self.compile_seconds:
+      jax.block_until_ready(state)  # the first call compiles: keep it out of images/s
+      self.compile_seconds = time.time() - t
+      self._window_start = time.time()
+    else:
+      self._window_steps += steps
+    return state, metrics
+
+  def close_window(self) -> float:
+    """Images/s since the last call (after the device synced)."""
+    elapsed = time.time() - self._window_start
+    rate = self._window_steps * self.images_per_step / elapsed if self._window_steps else 0.0
+    self.train_seconds += elapsed
+    self._window_start, self._window_steps = time.time(), 0
+    return rate
+
+  @contextlib.contextmanager
+  def paused(self):
+    yield
+    self._window_start = time.time()
+
+  def wall_seconds(self) -> float:
+    return self.earlier_wall_seconds + time.time() - self.start_time
+
+
+class _MetricLog:
+  """Collects each step's metrics and, at log steps, writes their means,
+  stops a diverged run before it is saved, and prints the progress line."""
+
+  def __init__(self, config, writer: MetricWriter, clock: Clock, ckpt, workdir):
+    self.config, self.writer, self.clock, self.ckpt = config, writer, clock, ckpt
+    self.workdir = workdir
+    self.pending = []
+
+  def add(self, metrics):
+    self.pending.append(metrics)
+
+  def flush(self, step: int):
+    # Fetching the metrics syncs with the device; it also guarantees no NaN
+    # state is ever checkpointed.
+    means, self.pending = _window_means(self.pending), []
+    if not np.isfinite(means["loss"]):
+      raise TrainingError(
+          f"loss became {means['loss']} by step {step}; stopped without saving, the "
+          f"checkpoints in {self.workdir / 'checkpoints'} are untouched (last: step "
+          f"{self.ckpt.latest_step()}). Lower optim.lr or check the data.")
+    rate = self.clock.close_window()
+    total = self.config.num_steps
+    remaining = (total - step) * self.clock.images_per_step / rate if rate else 0
+    self.writer.write_scalars(step, {**means, "images_per_second": rate})
+    logging.info("step %d/%d (%d%%) %s | %.0f img/s | ETA %s", step, total,
+                 100 * step // total, _format_metrics(means), rate, _format_seconds(remaining))
+
+
+class _Evaluations:
+  """Runs the evaluators due at a step on the EMA and raw weights, and
+  records them: TensorBoard scalars, the log, and `evals.jsonl` (the full
+  record, confusion matrices included)."""
+
+  def __init__(self, config, evaluators, writer, workdir, is_main):
+    self.evaluators, self.writer, self.workdir, self.is_main = (evaluators, writer, workdir,
+                                                                is_main)
+    self.report = evaluate.report_name(config, evaluators)
+    self.last_round = None
+
+  def __call__(self, state: TrainState, step: int, final: bool = False) -> Dict[str, Dict]:
     eval_start = time.time()
-    out = {}
-    for eval_set in eval_sets:
-      vote = votes.get(eval_set.name)
-      for tag, params in [("ema", state.ema_params), ("raw", state.params)]:
-        variables = {"params": params}
-        if state.batch_stats:
-          variables["batch_stats"] = state.batch_stats
-        outputs = predict(variables, eval_set.images)
-        if outputs.ndim == 2:  # probabilities (eval_with="head")
-          if vote is not None and tag == "ema":
-            # The network alone too ("net"), to see what the vote adds.
-            out[f"{eval_set.name}_net"] = evaluate.classification_metrics(
-                eval_set.labels, outputs.argmax(-1), dataset.num_classes)
-          outputs = (outputs if vote is None else outputs + vote).argmax(-1)
-        out[f"{eval_set.name}_{tag}"] = evaluate.classification_metrics(
-            eval_set.labels, outputs, dataset.num_classes)
-    scalars = {}
-    for key, metrics in out.items():
-      split_name, tag = key.split("_")
-      scalars[f"{split_name}/accuracy_{tag}"] = metrics["accuracy"]
-      scalars[f"{split_name}/macro_f1_{tag}"] = metrics["macro_f1"]
-    writer.write_scalars(step, scalars)
+    weights = {}
+    for tag, params in [("ema", state.ema_params), ("raw", state.params)]:
+      weights[tag] = {"params": params, **({"batch_stats": state.batch_stats}
+                                            if state.batch_stats else {})}
+    rnd = evaluate.EvalRound(weights)
+    out = {name: self.evaluators[name](rnd) for name in
+           evaluate.due(self.evaluators, step, final)}
+    self.last_round = rnd
+    if not out:
+      return out
+    scalars = evaluate.scalars(out)
+    self.writer.write_scalars(step, scalars)
     logging.info("eval step %d: %s", step, _format_metrics(scalars))
-    logging.info("eval step %d: per-class test accuracy (EMA) %s", step, " ".join(
-        f"{c}:{a:.3f}" for c, a in enumerate(out["test_ema"]["per_class_accuracy"])))
-    if is_main:  # the full record, confusion matrices included
-      with open(workdir / "evals.jsonl", "a") as f:
+    if self.report in out:
+      logging.info("eval step %d: per-class test accuracy (%s, EMA) %s", step, self.report,
+                   " ".join(f"{c}:{a:.3f}" for c, a in
+                            enumerate(out[self.report]["test_ema"]["per_class_accuracy"])))
+    if self.is_main:
+      with open(self.workdir / "evals.jsonl", "a") as f:
         # The clock time, for time-to-accuracy measurements across stages,
         # and what the evaluation itself took, which they leave out.
         f.write(json.dumps({"step": step, "time": round(time.time(), 3),
-                            "eval_seconds": round(time.time() - eval_start, 3), **out}) + "\n")
+                            "eval_seconds": round(time.time() - eval_start, 3),
+                            "report": self.report, **out}) + "\n")
     return out
 
+
+def _restore_or_init(config, setup, tx, ckpt, start_time) -> Tuple[TrainState, Clock]:
+  """The latest checkpoint of this workdir, else `init_from`'s weights, else
+  a fresh initialisation; with the clock of the sittings so far."""
+  state = init_state(setup.model, tx, config, setup.dataset.image_shape, setup.mesh)
+  # Times accumulate over sittings: a resumed run reports its whole cost.
+  clock = Clock(setup.method.images_per_step, start_time=start_time)
+  if ckpt.latest_step() is not None:
+    state, extra = ckpt.restore(state)
+    state = parallel.put_replicated(state, setup.mesh)
+    clock.train_seconds = float(extra.get("train_seconds", 0.0))
+    clock.earlier_wall_seconds = float(extra.get("wall_seconds", 0.0))
+    logging.info("resumed from step %d of %s", int(state.step), ckpt.directory)
+  elif config.init_from:
+    state = load_init_from(state, config)
+    logging.info("initialised %s from %s", config.init_scope, config.init_from)
+  return state, clock
+
+
+def _prepare_data(config, setup) -> input_pipeline.TrainData:
+  """The method's data on the mesh: the split, plus what `prepare` adds."""
+  method = setup.method
+  init_network = (inference.load_classifier(config.init_from, vote=False)
+                  if method.uses_init_network else None)
+  data = method.prepare(input_pipeline.host_train_data(setup.dataset, setup.split),
+                        init_network)
+  if data.pseudo_labels is not None:
+    logging.info("prepared pseudo-labels for %d unlabeled images (%.0f%% weighted)",
+                 data.pseudo_labels.shape[0], 100 * float(np.mean(data.pseudo_weights > 0)))
+  return data
+
+
+def _build_evaluators(config, setup, data) -> Dict[str, evaluate.Evaluator]:
+  ctx = evaluate.EvalContext(
+      model=setup.model, method=setup.method,
+      eval_sets=input_pipeline.make_eval_sets(setup.dataset, setup.split, setup.mesh),
+      labeled_images=data.labeled_images, labeled_labels=data.labeled_labels,
+      num_classes=setup.dataset.num_classes, batch_size=config.eval_batch_size,
+      sharding=parallel.batch_sharded(setup.mesh))
+  return evaluate.build(config, ctx)
+
+
+def _train(config, workdir, setup, is_main, start_time) -> Dict:
+  tx, schedule = optim.make(config.optim, config.num_steps,
+                            frozen_encoder=config.freeze_encoder)
+  # Every process takes part in saving (Orbax coordinates them: process 0
+  # writes the metadata, one copy of each replicated array is written).
+  ckpt = checkpoint.Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
+  state, clock = _restore_or_init(config, setup, tx, ckpt, start_time)
+  t = time.time()
+  host_data = _prepare_data(config, setup)
+  data = input_pipeline.to_device(host_data, setup.mesh)
+  # What a method adds at prediction (a graph's vote) is fixed for the run:
+  # the evaluators compute it once, here, so it counts as preparation.
+  evaluators = _build_evaluators(config, setup, data)
+  prepare_seconds = time.time() - t
+  train_step = make_train_step(setup.model, setup.method, tx, schedule, config, setup.mesh)
+  writer = MetricWriter(workdir, enabled=is_main)
+  metric_log = _MetricLog(config, writer, clock, ckpt, workdir)
+  evaluations = _Evaluations(config, evaluators, writer, workdir, is_main)
+
+  step, n = int(state.step), config.steps_per_dispatch
   try:
-    step = int(state.step)
-    pending, window_start, window_steps = [], time.time(), 0
-    compile_seconds = 0.0
     while step < config.num_steps:
-      t = time.time()
-      state, metrics = train_step(state, data)
-      step += config.steps_per_dispatch
-      if not compile_seconds:
-        jax.block_until_ready(state)  # the first call compiles: keep it out of images/s
-        compile_seconds = time.time() - t
-        window_start = time.time()
-      else:
-        window_steps += config.steps_per_dispatch
-      pending.append(metrics)
+      state, metrics = clock.step(train_step, state, data, n)
+      step += n
       last = step >= config.num_steps
+      metric_log.add(metrics)
       if step % config.log_every == 0 or step % config.checkpoint_every == 0 or last:
-        # Fetching the metrics syncs with the device; it also guarantees no NaN
-        # state is ever checkpointed.
-        means = _window_means(pending)
-        pending = []
-        if not np.isfinite(means["loss"]):
-          raise TrainingError(
-              f"loss became {means['loss']} by step {step}; stopped without saving, the "
-              f"checkpoints in {workdir / 'checkpoints'} are untouched (last: step "
-              f"{ckpt.latest_step()}). Lower optim.lr or check the data.")
-        elapsed = time.time() - window_start
-        rate = window_steps * method.images_per_step / elapsed if window_steps else 0.0
-        train_seconds += elapsed
-        window_start, window_steps = time.time(), 0
-        remaining = (config.num_steps - step) * method.images_per_step / rate if rate else 0
-        writer.write_scalars(step, {**means, "images_per_second": rate})
-        logging.info("step %d/%d (%d%%) %s | %.0f img/s | ETA %s", step, config.num_steps,
-                     100 * step // config.num_steps, _format_metrics(means), rate,
-                     _format_seconds(remaining))
-      if step % config.eval_every == 0 and not last:
-        run_eval(step)
-        window_start = time.time()  # evaluation time is not training time
+        metric_log.flush(step)
+      if not last and evaluate.due(evaluators, step, final=False):
+        with clock.paused():
+          evaluations(state, step)
       if step % config.checkpoint_every == 0 or last:
-        ckpt.save(step, state, train_seconds=np.float64(train_seconds),
-                  wall_seconds=np.float64(earlier_wall_seconds + time.time() - start_time))
+        ckpt.save(step, state, train_seconds=np.float64(clock.train_seconds),
+                  wall_seconds=np.float64(clock.wall_seconds()))
   finally:
     # Waits for an async save in flight, also when training stops on an error,
     # so that no checkpoint is left half-written by this process.
     ckpt.wait()
     ckpt.close()
 
-  final = run_eval(step)
-  images_per_second = (config.num_steps * method.images_per_step / train_seconds
-                       if train_seconds else 0.0)
-  results = _results(config, setup, final["test_ema"], final["test_raw"], {
-      "steps": step, "train_seconds": train_seconds, "compile_seconds": compile_seconds,
-      "prepare_seconds": prepare_seconds,
-      "wall_seconds": earlier_wall_seconds + time.time() - start_time,
-      "images_per_second": images_per_second})
-  if "val_ema" in final:
-    results["val_accuracy_ema"] = final["val_ema"]["accuracy"]
-  if "test_net" in final:  # the EMA network without the method's vote
-    results["test_accuracy_network_ema"] = final["test_net"]["accuracy"]
+  final = evaluations(state, step, final=True)
+  results = _results(config, setup, final, evaluations.report, {
+      "steps": step, "train_seconds": clock.train_seconds,
+      "compile_seconds": clock.compile_seconds, "prepare_seconds": prepare_seconds,
+      "wall_seconds": clock.wall_seconds(),
+      "images_per_second": (config.num_steps * setup.method.images_per_step /
+                            clock.train_seconds if clock.train_seconds else 0.0)})
+  results.update(_median_of_last_evals(workdir, evaluations.report, step,
+                                       config.eval_median_of, results))
+  if host_data.pseudo_labels is not None:
+    # Label-free: how the pseudo-labels spread over the classes (kept ones).
+    kept = host_data.pseudo_weights > 0
+    results["pseudo_label_counts"] = np.bincount(
+        host_data.pseudo_labels[kept], minlength=setup.dataset.num_classes).tolist()
   if is_main:
     _write_json(workdir / "results.json", results)
+    if config.plots:
+      plots.draw_run(workdir, parts=setup.parts, round_=evaluations.last_round,
+                     report=evaluations.report, state=state, writer=writer)
   writer.close()
   logging.info("done: test accuracy %.4f (EMA), %.4f (raw) after %d steps, %s of "
                "training, %.0f img/s", results["test_accuracy_ema"],
-               results["test_accuracy_raw"], step, _format_seconds(train_seconds),
-               images_per_second)
+               results["test_accuracy_raw"], step, _format_seconds(clock.train_seconds),
+               results["images_per_second"])
   return results
 
 
-def _results(config, setup, ema: Dict, raw: Dict, timing: Dict) -> Dict:
-  """The results.json record of a finished run."""
+def _median_of_last_evals(workdir, report: str, step: int, count: int, results) -> Dict:
+  """The median EMA test accuracy of the report evaluator's last `count`
+  evaluations (official FixMatch reports the median of the last 20
+  checkpoints): a noisy last step shows as a gap to the final value."""
+  path = workdir / "evals.jsonl"
+  by_step = {}
+  if path.exists():
+    for line in path.read_text().splitlines():
+      record = json.loads(line)
+      if report in record and record["step"] <= step:
+        by_step[record["step"]] = record[report]["test_ema"]["accuracy"]
+  by_step[step] = results["test_accuracy_ema"]
+  last = [by_step[s] for s in sorted(by_step)][-count:]
+  return {"test_accuracy_ema_median": float(np.median(last)), "median_of_evals": len(last)}
+
+
+def _provenance() -> Dict:
+  """The code and library versions a result was measured with."""
+  import flax as flax_lib  # pylint: disable=g-import-not-at-top
+  import jaxlib  # pylint: disable=g-import-not-at-top
+  out = {"jax_version": jax.__version__, "jaxlib_version": jaxlib.__version__,
+         "flax_version": flax_lib.__version__, "optax_version": optax.__version__,
+         "git_commit": None, "git_dirty": None}
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  try:
+    commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                            text=True, timeout=10)
+    if commit.returncode == 0:
+      status = subprocess.run(["git", "-C", str(repo), "status", "--porcelain",
+                               "--untracked-files=no"], capture_output=True, text=True,
+                              timeout=10)
+      out["git_commit"] = commit.stdout.strip()
+      out["git_dirty"] = bool(status.stdout.strip())
+  except (OSError, subprocess.SubprocessError):
+    pass  # not a git checkout (an installed wheel): versions only
+  return out
+
+
+def _results(config, setup, final: Dict[str, Dict], report: str, timing: Dict) -> Dict:
+  """The results.json record of a finished run: the report evaluator's
+  metrics under the historical keys, every evaluator's final accuracies, and
+  provenance."""
   labeled = setup.split.labeled
-  return {
+  ema, raw = final[report]["test_ema"], final[report]["test_raw"]
+  results = {
       "config": config.name, "method": config.method, "model": config.model.name,
       "dataset": setup.dataset.name, "label_seed": config.data.label_seed,
       "labels_per_class": config.data.labels_per_class,
@@ -531,9 +614,17 @@ def _results(config, setup, ema: Dict, raw: Dict, timing: Dict) -> Dict:
       "test_macro_f1_ema": ema["macro_f1"], "test_macro_f1_raw": raw["macro_f1"],
       "test_per_class_accuracy_ema": ema["per_class_accuracy"],
       "test_confusion_ema": ema["confusion"], **timing,
+      "report_eval": report,
+      "evals": {name: {key: m["accuracy"] for key, m in out.items()}
+                for name, out in final.items()},
       "device_kind": jax.devices()[0].device_kind, "num_devices": setup.mesh.size,
-      "jax_version": jax.__version__,
+      **_provenance(),
   }
+  if "val_ema" in final[report]:
+    results["val_accuracy_ema"] = final[report]["val_ema"]["accuracy"]
+  if report != "head" and "head" in final:  # the EMA network without the method's vote
+    results["test_accuracy_network_ema"] = final["head"]["test_ema"]["accuracy"]
+  return results
 
 
 def _evaluate_nonparametric(config, workdir, setup, is_main) -> Dict:
@@ -548,11 +639,15 @@ def _evaluate_nonparametric(config, workdir, setup, is_main) -> Dict:
       for i in range(0, dataset.test_images.shape[0], config.eval_batch_size)])
   metrics = evaluate.classification_metrics(dataset.test_labels, predictions,
                                             dataset.num_classes)
-  results = _results(config, setup, metrics, metrics, {
-      "steps": 0, "train_seconds": time.time() - t, "wall_seconds": time.time() - t,
-      "images_per_second": 0.0})
+  results = _results(config, setup, {"predict": {"test_ema": metrics, "test_raw": metrics}},
+                     "predict", {"steps": 0, "train_seconds": time.time() - t,
+                                 "wall_seconds": time.time() - t, "images_per_second": 0.0})
   if is_main:
     _write_json(workdir / "results.json", results)
+    if config.plots:
+      rnd = evaluate.EvalRound({})
+      rnd.predictions[("predict", "test_ema")] = (predictions, np.ones(len(predictions)))
+      plots.draw_run(workdir, parts=setup.parts, round_=rnd, report="predict")
   logging.info("%s: test accuracy %.4f, macro-F1 %.4f", config.method,
                metrics["accuracy"], metrics["macro_f1"])
   return results

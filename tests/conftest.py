@@ -66,6 +66,7 @@ def toy_config(toy_idx_dir):
   c.eval_every = 6
   c.checkpoint_every = 3
   c.eval_batch_size = 20
+  c.plots = False  # drawn and checked in test_plots.py; seconds per run elsewhere
   return c
 
 

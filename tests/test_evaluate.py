@@ -12,3 +12,50 @@ def test_metrics_on_a_known_confusion():
   np.testing.assert_allclose(m["per_class_accuracy"], [2 / 3, 1.0, 0.0], atol=1e-6)
   f1 = [2 * (2 / 3) * (2 / 3) / (4 / 3), 2 * (2 / 3) * 1.0 / (5 / 3), 0.0]
   np.testing.assert_allclose(m["macro_f1"], np.mean(f1))
+
+
+def test_evaluators_by_name_with_their_own_cadence(toy_config, tmp_path):
+  import json
+  from mnist_ten import train
+  toy_config.num_steps, toy_config.eval_every = 6, 2
+  toy_config.evals = {"head": {}, "knn": {"every": 3}, "probe": {"type": "linear_probe"}}
+  toy_config.plots = False
+  results = train.train_and_evaluate(toy_config, tmp_path)
+  evals = [json.loads(line) for line in (tmp_path / "evals.jsonl").read_text().splitlines()]
+  ran = [(e["step"], sorted(k for k in e if isinstance(e[k], dict))) for e in evals]
+  # head and the probe every eval_every = 2 steps, knn every 3, all at the end.
+  assert ran == [(2, ["head", "probe"]), (3, ["knn"]), (4, ["head", "probe"]),
+                 (6, ["head", "knn", "probe"])]
+  assert all(e["report"] == "head" for e in evals)
+  assert results["report_eval"] == "head"
+  assert results["test_accuracy_ema"] == evals[-1]["head"]["test_ema"]["accuracy"]
+  assert set(results["evals"]) == {"head", "knn", "probe"}
+  # The toy classes are bars at class-specific rows: the nearest labeled bar,
+  # or a linear probe on it, is right far above chance even after 6 steps.
+  assert results["evals"]["knn"]["test_ema"] > 0.5
+  assert results["evals"]["probe"]["test_ema"] > 0.5
+  heads = [e["head"]["test_ema"]["accuracy"] for e in evals if "head" in e]
+  assert results["test_accuracy_ema_median"] == np.median(heads)
+  assert results["median_of_evals"] == 3
+  # Provenance of every new result.
+  assert results["jax_version"] and results["flax_version"] and results["optax_version"]
+  assert "git_commit" in results and "git_dirty" in results
+
+
+def test_report_evaluator_and_unknown_evaluators_are_refused(toy_config, tmp_path):
+  import pytest
+  from mnist_ten import train
+  from mnist_ten.errors import ConfigError
+  toy_config.evals = {"head": {}, "nope": {}}
+  with pytest.raises(ConfigError, match="unknown evaluator 'nope'"):
+    train.train_and_evaluate(toy_config, tmp_path / "a")
+  toy_config.evals = {"head": {}}
+  toy_config.eval_report = "vote"  # the supervised method does not vote
+  with pytest.raises(ConfigError, match="eval_report='vote'"):
+    train.train_and_evaluate(toy_config, tmp_path / "b")
+  toy_config.eval_report = "auto"
+  toy_config.evals = {"head": {"every": 3}}  # not a multiple of steps_per_dispatch
+  toy_config.steps_per_dispatch, toy_config.checkpoint_every = 2, 6
+  with pytest.raises(ConfigError, match="evals.head.every"):
+    train.train_and_evaluate(toy_config, tmp_path / "c")
+  assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()

@@ -233,3 +233,33 @@ def test_time_to_accuracy_read_back_from_finished_runs(toy_config, tmp_path):
     speed.time_to_target_of_runs(tmp_path / "seed_7", target=0.5)
   with pytest.raises(ValueError, match="no folder"):
     speed.time_to_target_of_runs(tmp_path / "nowhere", target=0.5)
+
+
+def test_readme_and_docs_tables_regenerate_from_the_manifest():
+  from experiments import summarize, tables
+  # The README holds the headline and configs tables, docs/results.md every row.
+  readme = (ROOT / "README.md").read_text()
+  assert "<!-- table:headline -->" in readme and "<!-- table:configs -->" in readme
+  assert "<!-- table:results -->" in (ROOT / "docs" / "results.md").read_text()
+  assert summarize.stale_blocks() == []
+  # Every manifest row is in a published table, its folders exist, its status is known.
+  published = {i for _, ids in tables.TABLES.values() for i in ids}
+  assert published == set(tables.ROWS)
+  for row in tables.ROWS.values():
+    assert row.status in ("current", "superseded")
+    assert (row.status == "superseded") == any(f.startswith("archive/")
+                                               for f in row.folders.split("+"))
+    assert all((summarize.RESULTS / f).is_dir() for f in row.folders.split("+")), row
+
+
+def test_manifest_rows_are_checked_against_their_folders(monkeypatch):
+  import pytest
+  from experiments import summarize, tables
+  row = tables.ROWS["knn"]
+  assert len(summarize.row_runs(row)) == 5
+  with pytest.raises(SystemExit, match="expected label seeds 0-2, the folders hold 0-4"):
+    summarize.row_runs(tables.Row("knn", "knn", "0-2", row.commit, row.command))
+  # A table edited by hand (or a row whose runs changed) is caught.
+  text = "<!-- table:headline -->\n| config |\n<!-- /table -->"
+  assert summarize.regenerate(text) != text
+  assert summarize.regenerate(summarize.regenerate(text)) == summarize.regenerate(text)

@@ -332,9 +332,6 @@ def test_propagate_vote_adds_the_graph_labels_of_the_nearest_training_images(toy
   with pytest.raises(ConfigError, match="propagate.refine=0.5"):
     methods.build(config, ctx)
   config.propagate.refine = 0.0
-  config.eval_with = "knn"
-  with pytest.raises(ConfigError, match="eval_with='head'"):
-    methods.build(config, ctx)
 
 
 def test_entropy_minimisation_worked_example_lowers_unlabeled_entropy(toy_config, tmp_path):

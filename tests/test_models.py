@@ -67,7 +67,7 @@ def test_compiled_training_gradients_match_float64(name, kernel_grad):
   compiler regressions: with XLA:CPU's convolutions moved from YNNPACK to
   Eigen (`XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=individual_dot`),
   jaxlib 0.10.2 gets the LeNet's gradient 94% and the ResNet's 0.7% wrong
-  here, and this test fails (README, Speed)."""
+  here, and this test fails (docs/speed.md)."""
   model = models.build(config_lib.model_config(name, kernel_grad=kernel_grad), 10)
   with jax.enable_x64(True):
     x = jax.random.uniform(jax.random.key(1), (16, 28, 28, 1), jnp.float64)

@@ -170,7 +170,7 @@ def test_two_stage_config_pretrains_then_transfers(toy_config, tmp_path):
   stage1.batch_size = 16
   stage1.augment.labeled = ""
   stage1.num_steps, stage1.log_every, stage1.eval_every, stage1.checkpoint_every = 4, 2, 4, 2
-  stage1.eval_with = "knn"
+  stage1.evals = {"knn": {}}
   toy_config.pretrain = stage1
   toy_config.freeze_encoder = True
   results = train.train_and_evaluate(toy_config, tmp_path)

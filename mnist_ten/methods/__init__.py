@@ -11,7 +11,7 @@ that the method's `aux_widths` asks for, or "all" for a dict of the three).
 `labeled` is a `Batch(images, labels)`, `unlabeled` a `Batch(images)` without
 labels (or None when the method asks for none). Images
 arrive un-augmented in [0, 1]: the method augments the views it needs with
-`ctx.augmenter(spec)`. The trainer stays generic: it samples the batches,
+`ctx.augmenter(spec)`, and may show them (`views`) in the run's plots. The trainer stays generic: it samples the batches,
 differentiates `loss`, applies the optimizer and EMA, logs every metric (a
 metric set to NaN on a step counts as not measured there). A method may also
 `vote` at prediction time (see `Method.vote`; `propagate` does, with its graph).
@@ -44,6 +44,8 @@ class Method:
   unlabeled_batch_size: int = 0
   aux_widths: tuple = ()  # layer widths of the auxiliary head the method needs, if any
   votes: bool = False  # True when `vote` adds to the network's predictions
+  # True when `prepare` needs the network of the run in `config.init_from`.
+  uses_init_network: bool = False
 
   def __init__(self, config, ctx: Context):
     self.config = config
@@ -54,13 +56,26 @@ class Method:
     """Images that pass through the network per step (for images/s)."""
     return self.labeled_batch_size + self.unlabeled_batch_size
 
-  def prepare(self, data):
+  def prepare(self, data, init_network=None):
     """Called once before training (and again on resume; it must be
     deterministic) with the host's `TrainData` (numpy arrays, all of them in
     every process): may return it with numpy `pseudo_labels`/`pseudo_weights`
     computed from the images and the labeled examples. The trainer then
-    places everything on the devices."""
+    places everything on the devices. `init_network`: for a method with
+    `uses_init_network`, the network of the run in `config.init_from` as an
+    `inference.Classifier` (`features(images)`, `classifier(images)`),
+    handed in by the trainer; else None."""
     return data
+
+  def views(self, rng, labeled_images, unlabeled_images):
+    """The views the method trains on, {name: float images in [0, 1]}, drawn
+    as `loss` draws them (for the plots; a method may show none)."""
+    return {}
+
+  def samples(self, rng):
+    """Random quantities the method draws in `loss` ({name: 1-D array}, e.g.
+    mixup's lambda), for histograms in the plots."""
+    return {}
 
   def loss(self, params, *, forward, labeled, unlabeled, rng, step):
     raise NotImplementedError

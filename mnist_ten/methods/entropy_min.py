@@ -34,3 +34,8 @@ class EntropyMinimization(Method):
         "loss/supervised": supervised, "entropy/unlabeled": entropy,
         "lambda_u": weight, "train/accuracy": losses.accuracy(logits[:n_lab], labeled.labels),
     }, batch_stats
+
+  def views(self, rng, labeled_images, unlabeled_images):
+    images = self.augment(rng, jnp.concatenate([labeled_images, unlabeled_images]))
+    n = labeled_images.shape[0]
+    return {"labeled": images[:n], "unlabeled": images[n:]}

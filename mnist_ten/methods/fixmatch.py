@@ -8,8 +8,8 @@ the unlabeled labels, so it is never computed here.
 
 The weak view's logits only make stop-gradient pseudo-labels, so the joint
 pass spends almost half of its backward on rows whose only gradient is their
-share of the batch-norm statistics. `fixmatch.weak_pass` can skip it (the
-README's speed section has the timings):
+share of the batch-norm statistics. `fixmatch.weak_pass` can skip it
+(timings and accuracy: docs/speed.md):
 - "joint" (default): as published.
 - "no_grad": the same joint forward pass (same batch statistics, same
   logits), but the weak rows carry no gradient, not even through the
@@ -103,3 +103,8 @@ class FixMatch(Method):
         "train/accuracy": losses.accuracy(logits_lab, labeled.labels),
     }, batch_stats
 
+  def views(self, rng, labeled_images, unlabeled_images):
+    k_lab, k_weak, k_strong = jax.random.split(rng, 3)
+    return {"labeled": self.labeled_augment(k_lab, labeled_images),
+            "weak": self.weak(k_weak, unlabeled_images),
+            "strong (same images)": self.strong(k_strong, unlabeled_images)}

@@ -71,3 +71,25 @@ class MixMatch(Method):
         # when balanced, 1 when collapsed (needs no labels).
         "guess_top_class_share": losses.top_class_share(probs.argmax(-1), None, num_classes),
     }, batch_stats
+
+  def views(self, rng, labeled_images, unlabeled_images):
+    cfg = self.config.mixmatch
+    k_lab, k_unl, k_mix = jax.random.split(rng, 3)
+    x = self.augment(k_lab, labeled_images)
+    out = {"labeled": x}
+    for i, k in enumerate(jax.random.split(k_unl, cfg.k)):
+      out[f"unlabeled view {i + 1}"] = self.augment(k, unlabeled_images)
+    if cfg.mixup:
+      u = out["unlabeled view 1"]
+      dummy = jnp.zeros((x.shape[0] + u.shape[0], self.ctx.num_classes))
+      out["mixed (mixup)"] = losses.mixup(k_mix, jnp.concatenate([x, u]), dummy,
+                                          cfg.alpha)[0][x.shape[0]:]
+    return out
+
+  def samples(self, rng):
+    if not self.config.mixmatch.mixup:
+      return {}
+    n = self.labeled_batch_size + self.config.mixmatch.k * self.unlabeled_batch_size
+    return {"mixup lambda": jnp.concatenate([
+        losses.mixup_lambda(k, self.config.mixmatch.alpha, n)
+        for k in jax.random.split(rng, 20)])}

@@ -35,6 +35,12 @@ def pretext_loss(method, params, forward, images, rng):
   return loss, losses.accuracy(logits, t), batch_stats
 
 
+def pretext_views(method, images, rng):
+  k_aug, k_t = jax.random.split(rng)
+  t = jax.random.randint(k_t, (images.shape[0],), 0, NUM_TRANSFORMS)
+  return {"pretext (8 rotations/flips)": transform(method.augment(k_aug, images), t)}
+
+
 def _check_square(ctx):
   h, w = ctx.image_shape[:2]
   if h != w:
@@ -55,14 +61,17 @@ class RotationPretext(Method):
     loss, accuracy, batch_stats = pretext_loss(self, params, forward, unlabeled.images, rng)
     return loss, {"loss/pretext": loss, "pretext/accuracy": accuracy}, batch_stats
 
+  def views(self, rng, labeled_images, unlabeled_images):
+    return pretext_views(self, unlabeled_images, rng)
+
 
 @METHODS.register("pretext_alternate")
 class AlternatePretext(Supervised):
   """Even steps: supervised on the labeled batch; odd steps: the pretext task
   on the unlabeled batch. Each step computes both losses and keeps one (its
-  gradient, batch statistics and metrics; the other's gradient is zero). On
-  XLA:CPU a `lax.cond` holding the network was 5x slower per step than both
-  branches together (1.5 s vs 0.28 s, batch 64 + 64, LeNet, 2 cores)."""
+  gradient, batch statistics and metrics; the other's gradient is zero): on
+  XLA:CPU a `lax.cond` holding the network is slower than both branches
+  together (docs/speed.md)."""
   aux_widths = (NUM_TRANSFORMS,)
 
   def __init__(self, config, ctx):
@@ -82,3 +91,7 @@ class AlternatePretext(Supervised):
     metrics.update({"loss/pretext": jnp.where(main, nan, pre_loss),
                     "pretext/accuracy": jnp.where(main, nan, pre_accuracy)})
     return jnp.where(main, sup_loss, pre_loss), metrics, pick(sup_stats, pre_stats)
+
+  def views(self, rng, labeled_images, unlabeled_images):
+    return {**super().views(rng, labeled_images, unlabeled_images),
+            **pretext_views(self, unlabeled_images, rng)}

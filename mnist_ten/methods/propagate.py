@@ -19,8 +19,8 @@ that run's network agrees with.
 pseudo-labels of its k nearest training images in the graph's features
 (`graph.knn_vote`; the image never joins the graph), and that vote is added
 to the network's probabilities. The network reproduces some of the graph's
-mistakes and makes others of its own; on MNIST (`default`, label seeds 0-4)
-the sum was right more often than either alone.
+mistakes and makes others of its own; on MNIST the sum is right more often
+than either alone (docs/default_recipe.md, "The vote").
 
 `refine` = r > 0 corrects the propagated labels before training
 (`graph.refine_labels`): a group of images that Poisson learning put in
@@ -71,9 +71,6 @@ class Propagate(Method):
     if isinstance(self.vote_k, bool) or not isinstance(self.vote_k, int) or self.vote_k < 0:
       raise ConfigError(f"propagate.vote={self.vote_k!r} must be a whole number >= 0 "
                         "(0: the network predicts alone)")
-    if self.vote_k and config.eval_with != "head":
-      raise ConfigError("propagate.vote adds the graph's vote to the head's probabilities: "
-                        f"it needs eval_with='head', not {config.eval_with!r}")
     self.votes = bool(self.vote_k)
     self.refine = float(cfg.get("refine", 0.0))
     if self.refine and self.refine < 1.0:
@@ -83,19 +80,20 @@ class Propagate(Method):
     self._memory = None  # (embedding, features, labels) of the graph, for `vote`
     self.uses_encoder = any(name == "encoder" for name, _ in
                             graph.parse_features(cfg.features))
-    if (self.uses_encoder or cfg.get("agree_with_init", False)) and not config.init_from:
+    self.uses_init_network = self.uses_encoder or cfg.get("agree_with_init", False)
+    if self.uses_init_network and not config.init_from:
       raise ConfigError("propagate.features holds 'encoder' or propagate.agree_with_init "
                         "is set, but config.init_from is empty: both use the run it names")
 
-  def prepare(self, data):
+  def prepare(self, data, init_network=None):
     cfg = self.config.propagate
     labeled = np.asarray(data.labeled_images)
     images = np.concatenate([labeled, np.asarray(data.unlabeled_images)])
-    extra, classifier = {}, None
-    if self.uses_encoder or cfg.get("agree_with_init", False):
-      from mnist_ten import inference  # a late import: inference imports methods
+    extra, classifier = {}, init_network
+    if self.uses_init_network:
+      if classifier is None:
+        raise RuntimeError("propagate: prepare() needs the network of config.init_from")
       # The network alone: its features, and its predictions for agree_with_init.
-      classifier = inference.load_classifier(self.config.init_from, vote=False)
       extra["encoder"] = lambda x: jnp.asarray(classifier.features(np.asarray(x)))
     # Seconds per stage, logged: on an accelerator they, not the steps,
     # are most of a round.
@@ -150,6 +148,14 @@ class Propagate(Method):
     embedding, features, labels = self._memory
     return graph.knn_vote(embedding(np.asarray(images)), features, labels, k=self.vote_k,
                           num_classes=self.ctx.num_classes)
+
+  def views(self, rng, labeled_images, unlabeled_images):
+    k_lab, k_unl = jax.random.split(rng)
+    out = {"labeled": self.labeled_augment(k_lab, labeled_images),
+           "strong (pseudo-labeled)": self.strong(k_unl, unlabeled_images)}
+    if self.consistency:
+      out["weak (same images)"] = self.weak(jax.random.fold_in(rng, 2), unlabeled_images)
+    return out
 
   @property
   def images_per_step(self):

@@ -34,3 +34,8 @@ class SimCLR(Method):
     partner = jnp.concatenate([jnp.arange(n, 2 * n), jnp.arange(n)])
     return loss, {"loss/contrastive": loss,
                   "contrastive/accuracy": jnp.mean(sim.argmax(-1) == partner)}, batch_stats
+
+  def views(self, rng, labeled_images, unlabeled_images):
+    k1, k2 = jax.random.split(rng)
+    return {"SimCLR view 1": self.augment(k1, unlabeled_images),
+            "SimCLR view 2 (same images)": self.augment(k2, unlabeled_images)}

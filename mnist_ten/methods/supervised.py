@@ -17,3 +17,6 @@ class Supervised(Method):
                                 label_smoothing=self.config.label_smoothing)
     return loss, {"loss/supervised": loss,
                   "train/accuracy": losses.accuracy(logits, labeled.labels)}, batch_stats
+
+  def views(self, rng, labeled_images, unlabeled_images):
+    return {"labeled": self.augment(rng, labeled_images)}

@@ -1,0 +1,184 @@
+"""The results manifest: every published row, and the tables they form.
+
+A row names its results folder(s) under experiments/results (a `+` pools
+folders' draws into one row), the label seeds it must hold, the dataset, the
+commit that recorded its runs (rows from before results.json carried
+`git_commit` name the commit whose tree first held their table; the code they
+ran is that commit or its parent), whether it is current or superseded, and
+the command that reproduces it. `python experiments/summarize.py
+--table=NAME` prints a table; `--write` rewrites every
+`<!-- table:NAME -->` block of README.md and docs/*.md from here, and
+tests/test_experiments.py fails when a block differs from what this file
+regenerates.
+"""
+import dataclasses
+from typing import Dict, Tuple
+
+RUN = "python experiments/run_seeds.py"
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  label: str  # the config column
+  folders: str  # results folders under experiments/results, `+`-joined to pool draws
+  seeds: str  # the label seeds the row must hold, e.g. "0-4"
+  commit: str
+  command: str  # what reproduces the row
+  dataset: str = "mnist"
+  status: str = "current"  # current | superseded (kept for the record, in archive/)
+
+
+ROWS: Dict[str, Row] = {r.label if i is None else i: r for i, r in [
+    (None, Row("knn", "knn", "0-4", "b75fef7",
+               f"{RUN} --config=configs/knn.py --seeds=0-4 --out=experiments/results/knn")),
+    (None, Row("supervised", "supervised", "0-4", "6a2de20",
+               f"{RUN} --config=configs/supervised.py --seeds=0-4 "
+               "--out=experiments/results/supervised")),
+    ("fixmatch_300", Row("fixmatch", "fixmatch_300", "0-4", "b13d47f",
+                         f"{RUN} --config=configs/fixmatch.py --config.num_steps=300 --seeds=0-4 "
+                         "--out=experiments/results/fixmatch_300")),
+    ("fixmatch_align_300", Row("fixmatch:align", "fixmatch_align_300", "0-2", "e7f7ffb",
+                               f"{RUN} --config=configs/fixmatch.py:align --config.num_steps=300 "
+                               "--seeds=0-2 --out=experiments/results/fixmatch_align_300")),
+    (None, Row("fixmatch", "fixmatch", "0-4", "eb1daf3",
+               f"{RUN} --config=configs/fixmatch.py --seeds=0-4 "
+               "--out=experiments/results/fixmatch")),
+    (None, Row("fixmatch:align", "fixmatch_align", "0-2", "1589e3c",
+               f"{RUN} --config=configs/fixmatch.py:align --seeds=0-2 "
+               "--out=experiments/results/fixmatch_align")),
+    ("fixmatch_align_rerun", Row(
+        "fixmatch:align (rerun)", "fixmatch_align_rerun", "0", "b22858c",
+        f"{RUN} --config=configs/fixmatch.py:align --seeds=0 "
+        "--out=experiments/results/fixmatch_align_rerun")),
+    ("fixmatch_align_separate", Row(
+        "fixmatch:align (weak_pass=separate)", "fixmatch_align_separate", "0-2", "1589e3c",
+        f"{RUN} --config=configs/fixmatch.py:align --config.fixmatch.weak_pass=separate "
+        "--seeds=0-2 --out=experiments/results/fixmatch_align_separate")),
+    ("fixmatch_align_no_grad", Row(
+        "fixmatch:align (weak_pass=no_grad)", "fixmatch_align_no_grad", "0-1", "0d93940",
+        f"{RUN} --config=configs/fixmatch.py:align --config.fixmatch.weak_pass=no_grad "
+        "--seeds=0-1 --out=experiments/results/fixmatch_align_no_grad")),
+    ("mixmatch_800", Row("mixmatch", "mixmatch_800", "0-2", "b13d47f",
+                         f"{RUN} --config=configs/mixmatch.py --config.num_steps=800 --seeds=0-2 "
+                         "--out=experiments/results/mixmatch_800")),
+    ("mixmatch_nomixup_800", Row(
+        "mixmatch:nomixup", "mixmatch_nomixup_800", "0-2", "b13d47f",
+        f"{RUN} --config=configs/mixmatch.py:nomixup --config.num_steps=800 --seeds=0-2 "
+        "--out=experiments/results/mixmatch_nomixup_800")),
+    ("mixmatch_align_800", Row(
+        "mixmatch:align", "mixmatch_align_800", "0-2", "4ae92f4",
+        f"{RUN} --config=configs/mixmatch.py:align --config.num_steps=800 --seeds=0-2 "
+        "--out=experiments/results/mixmatch_align_800")),
+    ("mixmatch_align_nomixup_800", Row(
+        "mixmatch:align,nomixup", "mixmatch_align_nomixup_800", "0-2", "a08a0ee",
+        f"{RUN} --config=configs/mixmatch.py:align,nomixup --config.num_steps=800 --seeds=0-2 "
+        "--out=experiments/results/mixmatch_align_nomixup_800")),
+    ("mixmatch_align", Row("mixmatch:align", "mixmatch_align", "0-4", "f879710",
+                           f"{RUN} --config=configs/mixmatch.py:align --seeds=0-4 "
+                           "--out=experiments/results/mixmatch_align")),
+    ("mixmatch_align_800_fashion_mnist", Row(
+        "mixmatch:align", "mixmatch_align_800_fashion_mnist", "0-2", "9b7b704",
+        f"{RUN} --config=configs/mixmatch.py:align --config.num_steps=800 "
+        "--config.data.name=fashion_mnist --seeds=0-2 "
+        "--out=experiments/results/mixmatch_align_800_fashion_mnist",
+        dataset="fashion_mnist")),
+    ("simclr_knn", Row("simclr:probe=knn", "simclr_knn", "0-2", "b13d47f",
+                       f"{RUN} --config=configs/simclr.py:probe=knn --config.num_steps=500 "
+                       "--seeds=0-2 --out=experiments/results/simclr_knn")),
+    ("simclr_linear", Row("simclr:probe=linear", "simclr_linear", "0-2", "b13d47f",
+                          f"{RUN} --config=configs/simclr.py:probe=linear --seeds=0-2 "
+                          "--out=experiments/results/simclr_linear "
+                          "--config.init_from=experiments/results/simclr_knn/seed_{seed}")),
+    ("simclr_finetune", Row("simclr:probe=finetune", "simclr_finetune", "0-2", "b13d47f",
+                            f"{RUN} --config=configs/simclr.py:probe=finetune --seeds=0-2 "
+                            "--out=experiments/results/simclr_finetune "
+                            "--config.init_from=experiments/results/simclr_knn/seed_{seed}")),
+    ("simclr_propagate", Row(
+        "simclr:probe=propagate", "simclr_propagate", "0-2", "6e10831",
+        f"{RUN} --config=configs/simclr.py:probe=propagate --seeds=0-2 "
+        "--out=experiments/results/simclr_propagate --config.pretrain.num_steps=500 "
+        "--config.init_from=experiments/results/simclr_knn/seed_{seed}")),
+    ("simclr_propagate_vote", Row(
+        "simclr:probe=propagate (vote=10)", "simclr_propagate_vote", "0-2", "acaa037",
+        f"{RUN} --config=configs/simclr.py:probe=propagate --seeds=0-2 "
+        "--out=experiments/results/simclr_propagate_vote --config.pretrain.num_steps=500 "
+        "--config.init_from=experiments/results/simclr_knn/seed_{seed} "
+        "--config.propagate.vote=10")),
+    ("pretext_head", Row("pretext:transfer=head", "pretext_head", "0-2", "27ae707",
+                         f"{RUN} --config=configs/pretext.py:transfer=head --seeds=0-2 "
+                         "--out=experiments/results/pretext_head "
+                         "--config.init_from=experiments/results/pretext_full/seed_{seed}/pretrain")),
+    ("pretext_full", Row("pretext:transfer=full", "pretext_full", "0-2", "233fbff",
+                         f"{RUN} --config=configs/pretext.py:transfer=full --seeds=0-2 "
+                         "--out=experiments/results/pretext_full")),
+    ("pretext_alternate", Row(
+        "pretext:transfer=alternate", "pretext_alternate", "0-2", "8bb8a7b",
+        f"{RUN} --config=configs/pretext.py:transfer=alternate --seeds=0-2 "
+        "--out=experiments/results/pretext_alternate "
+        "--config.init_from=experiments/results/pretext_full/seed_{seed}/pretrain")),
+    ("default", Row("default", "default", "0-4", "3807c99",
+                    f"{RUN} --config=configs/default.py --seeds=0-4 "
+                    "--out=experiments/results/default")),
+    ("default_im2col", Row(
+        "default (im2col gradient)", "archive/default_im2col_grad", "0-4", "86e1227",
+        f"{RUN} --config=configs/default.py --config.model.kernel_grad=auto --seeds=0-4 "
+        "--out=experiments/results/archive/default_im2col_grad", status="superseded")),
+    ("default_im2col_5_9", Row(
+        "default (im2col gradient)", "archive/default_im2col_grad_seeds_5_9", "5-9", "871aca6",
+        f"{RUN} --config=configs/default.py --config.model.kernel_grad=auto --seeds=5-9 "
+        "--out=experiments/results/archive/default_im2col_grad_seeds_5_9", status="superseded")),
+    ("default_im2col_10_14", Row(
+        "default (im2col gradient)", "archive/default_im2col_grad_seeds_10_14", "10-14",
+        "eb36591",
+        f"{RUN} --config=configs/default.py --config.model.kernel_grad=auto --seeds=10-14 "
+        "--out=experiments/results/archive/default_im2col_grad_seeds_10_14",
+        status="superseded")),
+    ("default_im2col_0_14", Row(
+        "default (im2col gradient)", "archive/default_im2col_grad+archive/"
+        "default_im2col_grad_seeds_5_9+archive/default_im2col_grad_seeds_10_14", "0-14",
+        "86e1227", "the three rows above, pooled", status="superseded")),
+    ("default_before_refine", Row(
+        "default (before refine)", "archive/default_before_refine", "0-4", "b815d43",
+        f"git checkout 4ea35a0 && {RUN} --config=configs/default.py --seeds=0-4 "
+        "--out=experiments/results/archive/default_before_refine", status="superseded")),
+    ("default_before_refine_5_9", Row(
+        "default (before refine)", "archive/default_before_refine_seeds_5_9", "5-9", "60cae9a",
+        f"git checkout 4ea35a0 && {RUN} --config=configs/default.py --seeds=5-9 "
+        "--out=experiments/results/archive/default_before_refine_seeds_5_9",
+        status="superseded")),
+    ("default_before_refine_0_9", Row(
+        "default (before refine)", "archive/default_before_refine+"
+        "archive/default_before_refine_seeds_5_9", "0-9", "60cae9a",
+        "the two rows above, pooled", status="superseded")),
+    ("default_im2col_fashion_mnist", Row(
+        "default (im2col gradient)", "archive/default_im2col_grad_fashion_mnist", "0-2",
+        "3fab50a",
+        f"{RUN} --config=configs/default.py --config.model.kernel_grad=auto "
+        "--config.data.name=fashion_mnist --seeds=0-2 "
+        "--out=experiments/results/archive/default_im2col_grad_fashion_mnist",
+        dataset="fashion_mnist", status="superseded")),
+    ("default_before_refine_fashion_mnist", Row(
+        "default (before refine)", "archive/default_before_refine_fashion_mnist", "0-2",
+        "1339ce3",
+        f"git checkout 4ea35a0 && {RUN} --config=configs/default.py "
+        "--config.data.name=fashion_mnist --seeds=0-2 "
+        "--out=experiments/results/archive/default_before_refine_fashion_mnist",
+        dataset="fashion_mnist", status="superseded")),
+    ("supervised_all", Row("supervised:all", "supervised_all", "0-2", "6a2de20",
+                           f"{RUN} --config=configs/supervised.py:all --seeds=0-2 "
+                           "--out=experiments/results/supervised_all")),
+]}
+
+# Each table: its row ids, and its columns ("full": every summary column;
+# "configs": the command instead of steps and speeds).
+TABLES: Dict[str, Tuple[str, Tuple[str, ...]]] = {
+    "headline": ("full", ("default", "default_im2col_0_14", "supervised_all", "supervised",
+                          "knn")),
+    "configs": ("configs", ("default", "default_im2col_fashion_mnist", "supervised",
+                            "supervised_all", "knn", "fixmatch", "fixmatch:align",
+                            "mixmatch_800", "mixmatch_nomixup_800", "mixmatch_align",
+                            "mixmatch_align_800", "mixmatch_align_nomixup_800", "simclr_knn",
+                            "simclr_linear", "simclr_finetune", "simclr_propagate",
+                            "pretext_full", "pretext_head", "pretext_alternate")),
+    "results": ("full", tuple(ROWS)),
+}

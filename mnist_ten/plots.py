@@ -1,0 +1,352 @@
+"""The figures of a finished run, by name: PNGs in WORKDIR/plots/ and the
+same images in TensorBoard.
+
+    python -m mnist_ten.plots WORKDIR [WORKDIR ...]   # redraws a finished run's figures
+
+Every plot is a function `plot(run: RunView) -> matplotlib Figure | None`
+registered in `PLOTS` (None: it does not apply to this run, e.g. no
+pseudo-labels). matplotlib and scikit-learn come with the `[plots]` extra;
+without them a run still finishes and says how to get its figures. Figures
+are drawn without pyplot, so no display is ever needed.
+"""
+import dataclasses
+import io
+import json
+import pathlib
+import sys
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mnist_ten import errors
+from mnist_ten import inference
+from mnist_ten import run as run_lib
+from mnist_ten.metric_writer import MetricWriter
+from mnist_ten.registry import Registry
+
+PLOTS: Registry = Registry("plot")
+MAX_WRONG = 36  # misclassified test images shown
+
+
+@dataclasses.dataclass
+class RunView:
+  """What a plot may read of a finished run. `predictions` are the reported
+  evaluator's on the test set (EMA weights): (predicted class [N],
+  confidence [N]); `features` the encoder's features of the test images."""
+  workdir: pathlib.Path
+  parts: run_lib.Parts
+  predictions: Optional[Tuple[np.ndarray, np.ndarray]] = None
+  features: Optional[Callable[[], np.ndarray]] = None
+  report: str = ""
+
+  @property
+  def test_images(self) -> np.ndarray:
+    return self.parts.dataset.test_images
+
+  @property
+  def test_labels(self) -> np.ndarray:
+    return self.parts.dataset.test_labels
+
+  def jsonl(self, name: str) -> List[dict]:
+    path = self.workdir / name
+    if not path.exists():
+      return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+  def results(self) -> dict:
+    path = self.workdir / "results.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _figure(width: float, height: float):
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  return Figure(figsize=(width, height), dpi=100)
+
+
+def _show(ax, image, title: str = "", fontsize: int = 7):
+  image = np.asarray(image)
+  if image.dtype != np.uint8:  # floats in [0, 1] (the views) -> pixels
+    image = (np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
+  if image.shape[-1] == 1:
+    ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
+  else:
+    ax.imshow(image)
+  ax.set_xticks([])
+  ax.set_yticks([])
+  if title:
+    ax.set_title(title, fontsize=fontsize)
+
+
+def wrong_indices(labels: np.ndarray, predicted: np.ndarray, confidence: np.ndarray,
+                  limit: int = MAX_WRONG) -> np.ndarray:
+  """The misclassified test images, most confident mistakes first."""
+  wrong = np.flatnonzero(predicted != labels)
+  return wrong[np.argsort(-confidence[wrong], kind="stable")][:limit]
+
+
+@PLOTS.register("wrong_predictions")
+def wrong_predictions(run: RunView):
+  """Misclassified test images with true and predicted class and confidence."""
+  if run.predictions is None:
+    return None
+  predicted, confidence = run.predictions
+  idx = wrong_indices(run.test_labels, predicted, confidence)
+  cols = 9
+  rows = max(1, -(-len(idx) // cols))
+  fig = _figure(cols * 1.2, rows * 1.4 + 0.4)
+  fig.suptitle(f"{int((predicted != run.test_labels).sum())} of {len(predicted)} test images "
+               "misclassified (most confident first): true → predicted (confidence)",
+               fontsize=8)
+  for i, j in enumerate(idx):
+    ax = fig.add_subplot(rows, cols, i + 1)
+    _show(ax, run.test_images[j], f"{run.test_labels[j]}→{predicted[j]} ({confidence[j]:.2f})")
+  return fig
+
+
+@PLOTS.register("confusion")
+def confusion(run: RunView):
+  """The test set's confusion matrix (rows: true class)."""
+  if run.predictions is None:
+    return None
+  c = run.parts.num_classes
+  matrix = np.zeros((c, c), np.int64)
+  np.add.at(matrix, (run.test_labels, run.predictions[0]), 1)
+  fig = _figure(6, 5.5)
+  ax = fig.add_subplot(1, 1, 1)
+  im = ax.imshow(np.log1p(matrix), cmap="Blues")
+  for (i, j), n in np.ndenumerate(matrix):
+    if n:
+      ax.text(j, i, str(n), ha="center", va="center", fontsize=6,
+              color="white" if n > matrix.max() / 2 else "black")
+  ax.set_xlabel("predicted")
+  ax.set_ylabel("true")
+  ax.set_xticks(range(c))
+  ax.set_yticks(range(c))
+  accuracy = np.trace(matrix) / max(matrix.sum(), 1)
+  ax.set_title(f"test confusion ({run.report}, EMA): accuracy {accuracy:.2%}", fontsize=9)
+  fig.colorbar(im, ax=ax, label="log(1 + count)")
+  return fig
+
+
+@PLOTS.register("accuracy")
+def accuracy(run: RunView):
+  """Test accuracy of every evaluator over steps (EMA and raw weights)."""
+  curves: Dict[str, List[Tuple[int, float]]] = {}
+  for record in run.jsonl("evals.jsonl"):
+    for name, out in record.items():
+      if isinstance(out, dict):
+        for key, metrics in out.items():
+          if key.startswith("test_") and isinstance(metrics, dict):
+            curves.setdefault(f"{name} ({key[5:]})", []).append(
+                (record["step"], metrics["accuracy"]))
+  if not curves:
+    return None
+  fig = _figure(6, 4)
+  ax = fig.add_subplot(1, 1, 1)
+  for label, points in sorted(curves.items()):
+    steps, values = zip(*sorted(dict(points).items()))  # the last record of a step wins
+    ax.plot(steps, 100 * np.asarray(values), marker="o", markersize=3, label=label)
+  ax.set_xlabel("step")
+  ax.set_ylabel("test accuracy (%)")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  return fig
+
+
+@PLOTS.register("losses")
+def losses(run: RunView):
+  """The total loss and each loss term over steps (means of each log window)."""
+  records = run.jsonl("metrics.jsonl")
+  keys = sorted({k for r in records for k in r if k == "loss" or k.startswith("loss/")})
+  if not keys:
+    return None
+  fig = _figure(6, 4)
+  ax = fig.add_subplot(1, 1, 1)
+  for key in keys:
+    points = dict((r["step"], r[key]) for r in records if key in r and np.isfinite(r[key]))
+    if points:
+      steps = sorted(points)
+      ax.plot(steps, [points[s] for s in steps], label=key)
+  ax.set_xlabel("step")
+  ax.set_ylabel("loss")
+  ax.set_yscale("log")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  return fig
+
+
+@PLOTS.register("views")
+def views(run: RunView):
+  """A grid of the views the method trains on (`Method.views`)."""
+  parts = run.parts
+  if not parts.method.trains:
+    return None
+  split, train_images = parts.split, parts.dataset.train_images
+  n = 8
+  labeled = jnp.asarray(train_images[split.labeled[:n]], jnp.float32) / 255.0
+  unlabeled_idx = split.unlabeled[:n] if split.unlabeled.size else split.labeled[:n]
+  unlabeled = jnp.asarray(train_images[unlabeled_idx], jnp.float32) / 255.0
+  # Compiled: run eagerly, op by op, the augmentations take seconds.
+  shown = jax.jit(parts.method.views)(jax.random.PRNGKey(0), labeled, unlabeled)
+  if not shown:
+    return None
+  fig = _figure(n * 1.1 + 1.5, len(shown) * 1.2 + 0.3)
+  for r, (name, images) in enumerate(shown.items()):
+    images = np.asarray(images)
+    for c in range(min(n, images.shape[0])):
+      ax = fig.add_subplot(len(shown), n, r * n + c + 1)
+      _show(ax, images[c])
+      if c == 0:
+        ax.set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
+  fig.suptitle(f"what {parts.config.method} trains on (one draw)", fontsize=8)
+  return fig
+
+
+@PLOTS.register("pseudo_labels")
+def pseudo_labels(run: RunView):
+  """How the kept pseudo-labels spread over the classes (needs no true label)."""
+  counts = run.results().get("pseudo_label_counts")
+  if not counts:
+    return None
+  fig = _figure(6, 3.5)
+  ax = fig.add_subplot(1, 1, 1)
+  ax.bar(range(len(counts)), counts)
+  ax.axhline(sum(counts) / len(counts), color="gray", linestyle="--", label="equal shares")
+  ax.set_xticks(range(len(counts)))
+  ax.set_xlabel("pseudo-label")
+  ax.set_ylabel("unlabeled images")
+  ax.legend(fontsize=7)
+  return fig
+
+
+@PLOTS.register("samples")
+def samples(run: RunView):
+  """Histograms of the random quantities the method draws (`Method.samples`,
+  e.g. mixup's lambda)."""
+  if not run.parts.method.trains:
+    return None
+  drawn = jax.jit(run.parts.method.samples)(jax.random.PRNGKey(0))
+  if not drawn:
+    return None
+  fig = _figure(5 * len(drawn), 3.5)
+  for i, (name, values) in enumerate(drawn.items()):
+    ax = fig.add_subplot(1, len(drawn), i + 1)
+    ax.hist(np.asarray(values), bins=40)
+    ax.set_xlabel(name)
+    ax.set_ylabel("count")
+  return fig
+
+
+@PLOTS.register("features")
+def features(run: RunView):
+  """A 2-D map (PCA) of the test set's encoder features, coloured by true class."""
+  if run.features is None:
+    return None
+  from sklearn.decomposition import PCA  # pylint: disable=g-import-not-at-top
+  feats = np.asarray(run.features(), np.float64)
+  xy = PCA(n_components=2, random_state=0).fit_transform(feats)
+  fig = _figure(6, 5.5)
+  ax = fig.add_subplot(1, 1, 1)
+  points = ax.scatter(xy[:, 0], xy[:, 1], c=run.test_labels, cmap="tab10", s=2,
+                      vmin=-0.5, vmax=run.parts.num_classes - 0.5)
+  fig.colorbar(points, ax=ax, ticks=range(run.parts.num_classes), label="true class")
+  ax.set_title("test features (encoder), first two principal components", fontsize=9)
+  ax.set_xticks([])
+  ax.set_yticks([])
+  return fig
+
+
+def _png(fig) -> bytes:
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", bbox_inches="tight")
+  return buf.getvalue()
+
+
+def draw(view: RunView, writer=None, step: int = 0) -> List[pathlib.Path]:
+  """Draws every registered plot that applies into `view.workdir/plots/`
+  (and `writer`'s TensorBoard events); returns the files written."""
+  try:
+    import matplotlib  # pylint: disable=g-import-not-at-top,unused-import
+    import sklearn  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError as e:
+    logging.warning("no plots (%s): pip install -e '.[plots]', then "
+                    "python -m mnist_ten.plots %s", e, view.workdir)
+    return []
+  out_dir = view.workdir / "plots"
+  out_dir.mkdir(exist_ok=True)
+  written = []
+  for name in PLOTS:
+    fig = PLOTS.get(name)(view)
+    if fig is None:
+      continue
+    png = _png(fig)
+    path = out_dir / f"{name}.png"
+    path.write_bytes(png)
+    written.append(path)
+    if writer is not None:
+      writer.write_image(step, f"plots/{name}", png)
+  logging.info("plots: %s in %s", ", ".join(p.stem for p in written), out_dir)
+  return written
+
+
+def draw_run(workdir, *, parts, round_=None, report: str = "", state=None, writer=None):
+  """The end of a run: its figures from the final evaluation (`round_`, an
+  `evaluate.EvalRound`) and, for a trained model, its EMA weights."""
+  workdir = pathlib.Path(workdir)
+  predictions = None
+  if round_ is not None:
+    predictions = round_.predictions.get((report, "test_ema"))
+  feature_fn = None
+  if state is not None and parts.model is not None:
+    variables = {"params": state.ema_params,
+                 **({"batch_stats": state.batch_stats} if state.batch_stats else {})}
+    variables = jax.device_put(jax.tree.map(np.asarray, variables))
+    apply = jax.jit(lambda x: parts.model.apply(variables, x, train=False, output="features"))
+    feature_fn = lambda: _batched(apply, parts.dataset.test_images)  # pylint: disable=unnecessary-lambda-assignment
+  step = int(state.step) if state is not None else 0
+  return draw(RunView(workdir, parts, predictions, feature_fn, report), writer, step)
+
+
+def _batched(fn, images, batch_size: int = 1000) -> np.ndarray:
+  return np.concatenate([np.asarray(fn(jnp.asarray(images[i:i + batch_size], jnp.float32)
+                                       / 255.0)) for i in range(0, len(images), batch_size)])
+
+
+def redraw(workdir) -> List[pathlib.Path]:
+  """A finished run's figures again, from its workdir alone: its classifier
+  (`load_classifier`, predicting as the run reported) on the test set."""
+  workdir = pathlib.Path(workdir)
+  parts = run_lib.Parts.from_workdir(workdir)
+  classifier = inference.load_classifier(workdir)
+  _, probs = classifier(parts.dataset.test_images)
+  feature_fn = (lambda: classifier.features(parts.dataset.test_images)) if parts.model else None
+  report = json.loads((workdir / "results.json").read_text()).get("report_eval", "") if (
+      workdir / "results.json").exists() else ""
+  writer = MetricWriter(workdir)
+  try:
+    return draw(RunView(workdir, parts, (probs.argmax(-1), probs.max(-1)), feature_fn, report),
+                writer)
+  finally:
+    writer.close()
+
+
+def main(argv):
+  if len(argv) < 2:
+    print("usage: python -m mnist_ten.plots WORKDIR [WORKDIR ...]", file=sys.stderr)
+    return 2
+  logging.set_verbosity(logging.INFO)
+  for workdir in argv[1:]:
+    try:
+      written = redraw(workdir)
+    except errors.MnistTenError as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 2
+    print("\n".join(str(p) for p in written))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv))

@@ -1,0 +1,119 @@
+"""A run's parts, built one way from a config (before training) or from a
+finished workdir (for inference, plots, the next round), and the one loader
+of a checkpoint's weights.
+"""
+import dataclasses
+import json
+import pathlib
+from typing import Any, Dict, Optional
+
+import jax
+import ml_collections
+import numpy as np
+
+from mnist_ten import checkpoint
+from mnist_ten import config as config_lib
+from mnist_ten import datasets
+from mnist_ten import methods
+from mnist_ten import models
+from mnist_ten import parallel
+from mnist_ten import splits
+from mnist_ten.errors import ConfigError, WorkdirError
+
+
+@dataclasses.dataclass
+class Parts:
+  """Config, data, split, method and model of one run (one stage)."""
+  config: ml_collections.ConfigDict
+  method: methods.Method
+  model: Any  # models.Classifier, None for a method that does not train
+  num_classes: int
+  image_shape: tuple
+  _dataset: Optional[datasets.Dataset] = None
+  _split: Optional[splits.Split] = None
+  _split_json: Optional[dict] = None
+
+  @property
+  def dataset(self) -> datasets.Dataset:
+    """Loaded on first use: a classifier without a vote needs no data."""
+    if self._dataset is None:
+      self._dataset = datasets.load(self.config.data)
+    return self._dataset
+
+  @property
+  def split(self) -> splits.Split:
+    if self._split is None:
+      self._split = splits.Split.from_json(self._split_json,
+                                           self.dataset.train_labels.shape[0])
+    return self._split
+
+  @classmethod
+  def from_config(cls, config, dataset: datasets.Dataset = None) -> "Parts":
+    """Everything checked before anything is written to the workdir."""
+    config_lib.validate(config)
+    dataset = dataset or datasets.load(config.data)
+    split = splits.make_split(
+        dataset.train_labels, dataset.num_classes,
+        labels_per_class=config.data.labels_per_class,
+        label_seed=config.data.label_seed,
+        labeled_indices=tuple(config.data.labeled_indices),
+        validation_size=config.data.validation_size)
+    ctx = methods.Context(num_classes=dataset.num_classes,
+                          hflip_allowed=datasets.hflip_allowed(config.data),
+                          image_shape=dataset.image_shape)
+    method = methods.build(config, ctx)
+    model = models.build(config.model, dataset.num_classes, aux_widths=method.aux_widths,
+                         frozen_encoder=config.freeze_encoder) if method.trains else None
+    return cls(config, method, model, dataset.num_classes, dataset.image_shape,
+               _dataset=dataset, _split=split)
+
+  @classmethod
+  def from_workdir(cls, workdir) -> "Parts":
+    """The parts of the run in `workdir`, from its config.json and split.json;
+    the data are loaded only when used."""
+    workdir = pathlib.Path(workdir)
+    if not (workdir / "config.json").exists():
+      raise WorkdirError(f"{str(workdir)!r} holds no run (no config.json)")
+    config = config_lib.from_saved(json.loads((workdir / "config.json").read_text()))
+    split = json.loads((workdir / "split.json").read_text())
+    num_classes, image_shape = split["num_classes"], tuple(split["image_shape"])
+    method = methods.build(config, methods.Context(num_classes, hflip_allowed=False,
+                                                   image_shape=image_shape))
+    model = models.build(config.model, num_classes,
+                         aux_widths=method.aux_widths) if method.trains else None
+    return cls(config, method, model, num_classes, image_shape, _split_json=split)
+
+  def check_batches(self, mesh):
+    """Batch sizes that the mesh divides, and unlabeled images where needed."""
+    if not self.method.trains:
+      return
+    for name, size in [("batch size", self.method.labeled_batch_size),
+                       ("unlabeled batch size", self.method.unlabeled_batch_size),
+                       ("eval_batch_size", self.config.eval_batch_size)]:
+      parallel.check_divisible(name, size, mesh)
+    if self.method.unlabeled_batch_size and not self.split.unlabeled.size:
+      raise ConfigError(f"method {self.config.method!r} needs unlabeled images but every "
+                        "train image is labeled or held out")
+
+
+def load_weights(workdir, *, use_ema: bool = True) -> Dict[str, Any]:
+  """The latest checkpoint's weights as host arrays: {"params": ..., and
+  "batch_stats" when the model has them}; the EMA weights by default (the
+  run's final model, when it kept them)."""
+  workdir = pathlib.Path(workdir)
+  ckpt_dir = workdir / "checkpoints"
+  if not ckpt_dir.is_dir():
+    raise WorkdirError(f"{str(workdir)!r} holds no checkpoints/ folder")
+  ckpt = checkpoint.Checkpointer(ckpt_dir, read_only=True)
+  try:
+    if ckpt.latest_step() is None:
+      raise WorkdirError(f"{str(workdir)!r} holds no complete checkpoint yet")
+    raw = ckpt.restore_raw()
+  finally:
+    ckpt.close()
+  # Through numpy: a checkpoint of a multi-device run comes back spread over
+  # that run's devices; callers place the weights where they need them.
+  variables = {"params": raw["ema_params" if use_ema else "params"]}
+  if raw.get("batch_stats"):
+    variables["batch_stats"] = raw["batch_stats"]
+  return jax.tree.map(np.asarray, variables)
