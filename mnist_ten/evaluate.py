@@ -258,7 +258,8 @@ class LinearProbe(Evaluator):
   def scores(self, rnd, tag, eval_set):
     x = self.features(rnd.weights[tag], eval_set.images).astype(np.float64)
     logits = np.concatenate([x, np.ones((x.shape[0], 1))], 1) @ self._weights(rnd, tag)
-    return jax.nn.softmax(logits.astype(np.float32), -1).__array__()
+    logits = np.exp(logits - logits.max(-1, keepdims=True))
+    return (logits / logits.sum(-1, keepdims=True)).astype(np.float32)
 
 
 def build(config, ctx: EvalContext) -> Dict[str, Evaluator]:

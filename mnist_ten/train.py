@@ -263,14 +263,16 @@ class Setup:
 
 def pretrain_config(config) -> ml_collections.ConfigDict:
   """The stage before `config`: `config.pretrain`, on the same data, model and
-  seed as `config` (whatever the nested copy says). It may have a `pretrain`
-  of its own, so stages chain (e.g. rounds of self-training)."""
+  seed as `config` (whatever the nested copy says), and with its plots on or
+  off as `config`'s. It may have a `pretrain` of its own, so stages chain
+  (e.g. rounds of self-training)."""
   stage = config.pretrain.copy_and_resolve_references()
   with stage.unlocked():
     stage.name = f"{config.name}/pretrain"
     stage.data = config.data.copy_and_resolve_references()
     stage.model = config.model.copy_and_resolve_references()
     stage.seed = config.seed
+    stage.plots = config.plots
     if "pretrain" not in stage:
       stage.pretrain = ml_collections.ConfigDict()
   return stage
@@ -533,6 +535,14 @@ def _train(config, workdir, setup, is_main, start_time) -> Dict:
     ckpt.wait()
     ckpt.close()
 
+  return _finish(config, workdir, setup, is_main, state, clock, prepare_seconds, host_data,
+                 evaluations, writer)
+
+
+def _finish(config, workdir, setup, is_main, state, clock, prepare_seconds, host_data,
+            evaluations, writer) -> Dict:
+  """The final evaluation, results.json and the plots of a trained stage."""
+  step = int(state.step)
   final = evaluations(state, step, final=True)
   results = _results(config, setup, final, evaluations.report, {
       "steps": step, "train_seconds": clock.train_seconds,

@@ -19,13 +19,28 @@ def launch(*args, env=None):
                         text=True, env={**os.environ, **(env or {})}, timeout=600)
 
 
+# Presets whose run draws its figures here (seconds each; test_plots.py draws
+# every figure on toy data).
+PLOTTED = {"supervised:quick", "knn:quick"}
+
+
 @pytest.mark.parametrize("preset", PRESETS)
 def test_quick_preset_runs_end_to_end(preset, tmp_path, mnist_data_overrides):
   name, arg = preset.split(":")
   overrides = [f"--config.data.{k}={v}" for k, v in mnist_data_overrides.items()]
+  if preset not in PLOTTED:
+    overrides.append("--config.plots=False")
   out = launch(f"--config=configs/{name}.py:{arg}", f"--workdir={tmp_path}", *overrides,
                env={"MNIST_TEN_CACHE": str(tmp_path.parent / "cache")})
   assert out.returncode == 0, out.stderr[-3000:]
+  plotted = {p.stem for p in (tmp_path / "plots").glob("*.png")}
+  if preset == "supervised:quick":
+    assert plotted == {"wrong_predictions", "confusion", "accuracy", "losses", "views",
+                       "features"}
+  elif preset == "knn:quick":
+    assert plotted == {"wrong_predictions", "confusion"}  # no training, no encoder
+  else:
+    assert not (tmp_path / "plots").exists()
   results = json.loads((tmp_path / "results.json").read_text())
   assert results["config"] == preset
   assert results["dataset"] == "mnist" and len(results["labeled_indices"]) == 10

@@ -109,3 +109,25 @@ def test_each_method_shows_the_views_it_trains_on(config_file, views):
   if config_file == "mixmatch":
     lam = np.asarray(method.samples(jax.random.PRNGKey(2))["mixup lambda"])
     assert lam.min() >= 0.5 and lam.max() <= 1.0 and lam.std() > 0
+
+
+def test_pseudo_label_and_mixup_histograms(finished_run, tmp_path):
+  import runpy
+  import shutil
+  workdir = tmp_path / "run"
+  shutil.copytree(finished_run, workdir)
+  results = json.loads((workdir / "results.json").read_text())
+  results["pseudo_label_counts"] = [5, 0, 9, 1, 1, 1, 1, 1, 1, 80]  # class 9 takes most
+  (workdir / "results.json").write_text(json.dumps(results))
+  parts = run_lib.Parts.from_workdir(workdir)
+  fig = plots.pseudo_labels(plots.RunView(workdir, parts))
+  heights = [patch.get_height() for patch in fig.axes[0].patches]
+  assert heights == results["pseudo_label_counts"]
+  # MixMatch's mixup lambda, drawn as its loss draws it.
+  config = runpy.run_path(str(ROOT / "configs" / "mixmatch.py"))["get_config"]("quick")
+  parts.method = methods.build(config, methods.Context(10, hflip_allowed=False))
+  fig = plots.samples(plots.RunView(workdir, parts))
+  counts = [patch.get_height() for patch in fig.axes[0].patches]
+  assert fig.axes[0].get_xlabel() == "mixup lambda" and sum(counts) > 100
+  assert plots.samples(plots.RunView(finished_run, run_lib.Parts.from_workdir(finished_run))) \
+      is None  # supervised draws nothing to show

@@ -237,7 +237,11 @@ def test_colour_images_of_another_size_train_end_to_end(preset, tmp_path):
   while stage.get("method"):
     stage.data.name, stage.data.cache_dir, stage.data.hflip = "toy_rgb", str(tmp_path / "cache"), "true"
     stage = stage.get("pretrain") or {}
+  config.plots = preset.startswith("default")  # colour figures once (seconds a run)
   results = train.train_and_evaluate(config, tmp_path / "run")
   assert results["dataset"] == "toy_rgb"
   assert json.loads((tmp_path / "run" / "split.json").read_text())["image_shape"] == [32, 32, 3]
   assert 0.0 <= results["test_accuracy_ema"] <= 1.0
+  if config.plots:  # RGB images in the figures, and a pseudo-label histogram
+    plotted = {p.stem for p in (tmp_path / "run" / "plots").glob("*.png")}
+    assert {"wrong_predictions", "views", "pseudo_labels"} <= plotted
