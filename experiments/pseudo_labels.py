@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from mnist_ten import config as config_lib  # pylint: disable=g-import-not-at-top
 from mnist_ten import graph  # pylint: disable=g-import-not-at-top
-from mnist_ten import input_pipeline  # pylint: disable=g-import-not-at-top
+from mnist_ten import inference  # pylint: disable=g-import-not-at-top
 from mnist_ten import train  # pylint: disable=g-import-not-at-top
 from mnist_ten.inference import load_classifier  # pylint: disable=g-import-not-at-top
 
@@ -45,9 +45,7 @@ def diagnose(workdir: pathlib.Path, threshold: float) -> dict:
   out = {"workdir": str(workdir), "method": config.method,
          "num_unlabeled": int(split.unlabeled.size)}
   if config.method == "propagate":
-    init_network = (load_classifier(config.init_from, vote=False)
-                    if setup.method.uses_init_network else None)
-    data = setup.method.prepare(input_pipeline.host_train_data(dataset, split), init_network)
+    data = inference.prepare_method(setup.parts)
     pseudo = np.asarray(data.pseudo_labels)
     kept = np.asarray(data.pseudo_weights) > 0
     out["graph_pseudo_label_accuracy"] = float((pseudo == truth).mean())

@@ -209,6 +209,7 @@ def time_to_accuracy(config, target, eval_every, label_seed, workdir=None):
   stage, stages = config, []
   while stage.get("method"):
     stage.eval_every = eval_every
+    stage.plots = False  # figures are not training time (every stage takes the last's)
     stages.append(stage)
     stage = stage.pretrain
   workdir = pathlib.Path(workdir or tempfile.mkdtemp(prefix="time_to_accuracy_"))

@@ -89,6 +89,17 @@ def table(name: str) -> str:
     raise SystemExit(f"unknown table {name!r}; known: {', '.join(tables.TABLES)}")
   kind, ids = tables.TABLES[name]
   rows = [tables.ROWS[i] for i in ids]
+  if kind == "commands":  # what reproduces each row, as a shell block
+    lines = [f"# {r.label} on {r.dataset}, seeds {r.seeds} ({r.status}; {r.commit})"
+             f"{': ' + r.note if r.note else ''}\n{r.command}"
+             for r in rows if r.command.startswith(("python", "git"))]
+    return "```bash\n" + "\n".join(lines) + "\n```\n"
+  if kind == "manifest":
+    md = ["| row | folders (experiments/results/) | label seeds | dataset | recorded in | status |",
+          "|---|---|---|---|---|---|"]
+    md += [f"| {r.label} | {r.folders.replace('+', ' + ')} | {r.seeds} | {r.dataset} | "
+           f"{r.commit} | {r.status} |" for r in rows]
+    return "\n".join(md) + "\n"
   groups = [row_runs(r) for r in rows]
   if kind == "configs":
     return report.configs_table(groups, [launch_command(r) for r in rows])

@@ -26,6 +26,7 @@ class Row:
   command: str  # what reproduces the row
   dataset: str = "mnist"
   status: str = "current"  # current | superseded (kept for the record, in archive/)
+  note: str = ""  # shown beside the command
 
 
 ROWS: Dict[str, Row] = {r.label if i is None else i: r for i, r in [
@@ -42,14 +43,15 @@ ROWS: Dict[str, Row] = {r.label if i is None else i: r for i, r in [
                                "--seeds=0-2 --out=experiments/results/fixmatch_align_300")),
     (None, Row("fixmatch", "fixmatch", "0-4", "eb1daf3",
                f"{RUN} --config=configs/fixmatch.py --seeds=0-4 "
-               "--out=experiments/results/fixmatch")),
+               "--out=experiments/results/fixmatch", note="the full 2,000 steps")),
     (None, Row("fixmatch:align", "fixmatch_align", "0-2", "1589e3c",
                f"{RUN} --config=configs/fixmatch.py:align --seeds=0-2 "
                "--out=experiments/results/fixmatch_align")),
     ("fixmatch_align_rerun", Row(
         "fixmatch:align (rerun)", "fixmatch_align_rerun", "0", "b22858c",
         f"{RUN} --config=configs/fixmatch.py:align --seeds=0 "
-        "--out=experiments/results/fixmatch_align_rerun")),
+        "--out=experiments/results/fixmatch_align_rerun",
+        note="the joint pass again, with the training code of the two rows below")),
     ("fixmatch_align_separate", Row(
         "fixmatch:align (weak_pass=separate)", "fixmatch_align_separate", "0-2", "1589e3c",
         f"{RUN} --config=configs/fixmatch.py:align --config.fixmatch.weak_pass=separate "
@@ -88,7 +90,8 @@ ROWS: Dict[str, Row] = {r.label if i is None else i: r for i, r in [
     ("simclr_linear", Row("simclr:probe=linear", "simclr_linear", "0-2", "b13d47f",
                           f"{RUN} --config=configs/simclr.py:probe=linear --seeds=0-2 "
                           "--out=experiments/results/simclr_linear "
-                          "--config.init_from=experiments/results/simclr_knn/seed_{seed}")),
+                          "--config.init_from=experiments/results/simclr_knn/seed_{seed}",
+                          note="each draw's stage 1 from the knn run")),
     ("simclr_finetune", Row("simclr:probe=finetune", "simclr_finetune", "0-2", "b13d47f",
                             f"{RUN} --config=configs/simclr.py:probe=finetune --seeds=0-2 "
                             "--out=experiments/results/simclr_finetune "
@@ -107,7 +110,8 @@ ROWS: Dict[str, Row] = {r.label if i is None else i: r for i, r in [
     ("pretext_head", Row("pretext:transfer=head", "pretext_head", "0-2", "27ae707",
                          f"{RUN} --config=configs/pretext.py:transfer=head --seeds=0-2 "
                          "--out=experiments/results/pretext_head "
-                         "--config.init_from=experiments/results/pretext_full/seed_{seed}/pretrain")),
+                         "--config.init_from=experiments/results/pretext_full/seed_{seed}/pretrain",
+                         note="reuses each draw's stage 1")),
     ("pretext_full", Row("pretext:transfer=full", "pretext_full", "0-2", "233fbff",
                          f"{RUN} --config=configs/pretext.py:transfer=full --seeds=0-2 "
                          "--out=experiments/results/pretext_full")),
@@ -132,7 +136,7 @@ ROWS: Dict[str, Row] = {r.label if i is None else i: r for i, r in [
         "eb36591",
         f"{RUN} --config=configs/default.py --config.model.kernel_grad=auto --seeds=10-14 "
         "--out=experiments/results/archive/default_im2col_grad_seeds_10_14",
-        status="superseded")),
+        status="superseded", note="draws never used in development")),
     ("default_im2col_0_14", Row(
         "default (im2col gradient)", "archive/default_im2col_grad+archive/"
         "default_im2col_grad_seeds_5_9+archive/default_im2col_grad_seeds_10_14", "0-14",
@@ -145,7 +149,7 @@ ROWS: Dict[str, Row] = {r.label if i is None else i: r for i, r in [
         "default (before refine)", "archive/default_before_refine_seeds_5_9", "5-9", "60cae9a",
         f"git checkout 4ea35a0 && {RUN} --config=configs/default.py --seeds=5-9 "
         "--out=experiments/results/archive/default_before_refine_seeds_5_9",
-        status="superseded")),
+        status="superseded", note="draws not used in development")),
     ("default_before_refine_0_9", Row(
         "default (before refine)", "archive/default_before_refine+"
         "archive/default_before_refine_seeds_5_9", "0-9", "60cae9a",
@@ -169,16 +173,19 @@ ROWS: Dict[str, Row] = {r.label if i is None else i: r for i, r in [
                            "--out=experiments/results/supervised_all")),
 ]}
 
-# Each table: its row ids, and its columns ("full": every summary column;
-# "configs": the command instead of steps and speeds).
+# Each table: its kind and row ids. "full": every summary column; "configs":
+# the launch command and the result; "commands": the run_seeds commands as a
+# shell block; "manifest": each row's folders, seeds, commit and status.
 TABLES: Dict[str, Tuple[str, Tuple[str, ...]]] = {
     "headline": ("full", ("default", "default_im2col_0_14", "supervised_all", "supervised",
                           "knn")),
-    "configs": ("configs", ("default", "default_im2col_fashion_mnist", "supervised",
+    "configs": ("configs", ("default", "supervised",
                             "supervised_all", "knn", "fixmatch", "fixmatch:align",
                             "mixmatch_800", "mixmatch_nomixup_800", "mixmatch_align",
                             "mixmatch_align_800", "mixmatch_align_nomixup_800", "simclr_knn",
                             "simclr_linear", "simclr_finetune", "simclr_propagate",
                             "pretext_full", "pretext_head", "pretext_alternate")),
     "results": ("full", tuple(ROWS)),
+    "commands": ("commands", tuple(ROWS)),
+    "manifest": ("manifest", tuple(ROWS)),
 }

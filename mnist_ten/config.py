@@ -5,6 +5,7 @@ from the string after the colon (`configs/supervised.py:quick,model=mlp`).
 """
 import inspect
 import json
+import re
 from typing import Dict, Tuple
 
 import ml_collections
@@ -74,7 +75,7 @@ def base() -> ml_collections.ConfigDict:
   # {type (default: the name), every (default: eval_every), options}; "vote"
   # applies only to a method that votes. eval_report: the one whose EMA test
   # accuracy is the result ("auto": vote, else head, else knn, else linear_probe).
-  c.evals = ml_collections.ConfigDict({"head": {}, "vote": {}})
+  c.evals = ml_collections.ConfigDict({"head": {"every": 0}, "vote": {"every": 0}})
   c.eval_report = "auto"
   c.eval_median_of = 5  # results.json also reports the median of the last 5 evaluations
   c.plots = True  # a finished run draws its figures into WORKDIR/plots and TensorBoard
@@ -140,14 +141,17 @@ def from_saved(saved: dict) -> ml_collections.ConfigDict:
   `eval_with`)."""
   config = ml_collections.ConfigDict(saved)
   defaults = base()
-  with config.unlocked():
-    for key in ("evals", "eval_report", "eval_median_of", "plots"):
-      if key not in config:
-        config[key] = defaults[key]
-    if "eval_with" in config:
-      if config.eval_with == "knn":
-        config.evals = ml_collections.ConfigDict({"knn": {}})
-      del config["eval_with"]
+  stage = config
+  while stage is not None:  # every stage of a multi-stage run
+    with stage.unlocked():
+      for key in ("evals", "eval_report", "eval_median_of", "plots"):
+        if key not in stage:
+          stage[key] = defaults[key]
+      if "eval_with" in stage:
+        if stage.eval_with == "knn":
+          stage.evals = ml_collections.ConfigDict({"knn": {"every": 0}})
+        del stage["eval_with"]
+    stage = stage.pretrain if stage.get("pretrain") and stage.pretrain.get("method") else None
   return config
 
 
@@ -160,7 +164,8 @@ def differences(saved: dict, current: dict, ignore=(), prefix="") -> list:
   out = []
   for key in sorted(set(saved) | set(current)):
     path = prefix + key
-    if path in ignore:
+    # A key ignored at the top is ignored in every stage (pretrain.pretrain.KEY).
+    if re.sub(r"^(pretrain\.)+", "", path) in ignore:
       continue
     a, b = saved.get(key, "<absent>"), current.get(key, "<absent>")
     if isinstance(a, dict) and isinstance(b, dict):

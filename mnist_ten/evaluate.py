@@ -26,7 +26,6 @@ from mnist_ten.errors import ConfigError
 from mnist_ten.registry import Registry
 
 EVALUATORS: Registry = Registry("evaluator")
-WEIGHTS = ("ema", "raw")
 # The evaluator "auto" reports, by type, first present first.
 _REPORT_ORDER = ("vote", "head", "knn", "linear_probe")
 
@@ -262,10 +261,13 @@ class LinearProbe(Evaluator):
     return (logits / logits.sum(-1, keepdims=True)).astype(np.float32)
 
 
-def build(config, ctx: EvalContext) -> Dict[str, Evaluator]:
-  """The evaluators `config.evals` lists that apply to the run's method, by name."""
+def build(config, ctx: EvalContext, only=None) -> Dict[str, Evaluator]:
+  """The evaluators `config.evals` lists that apply to the run's method, by
+  name (`only`: those named)."""
   built = {}
   for name, cfg in sorted(config.evals.items()):
+    if only is not None and name not in only:
+      continue
     cfg = dict(cfg)
     kind = cfg.pop("type", name)
     cls = EVALUATORS.get(kind)
@@ -280,13 +282,24 @@ def build(config, ctx: EvalContext) -> Dict[str, Evaluator]:
 
 def report_name(config, evaluators: Dict[str, Evaluator]) -> str:
   """The evaluator whose EMA test accuracy is the run's result."""
+  return _pick_report(config, {name: e.kind for name, e in evaluators.items()})
+
+
+def report_for(config, method) -> str:
+  """`report_name` from the config alone (the evaluators that apply to `method`)."""
+  kinds = {name: cfg.get("type", name) for name, cfg in config.evals.items()}
+  return _pick_report(config, {name: kind for name, kind in kinds.items()
+                               if EVALUATORS.get(kind).applies(method)})
+
+
+def _pick_report(config, kinds: Dict[str, str]) -> str:
   if config.eval_report != "auto":
     return config.eval_report
   for kind in _REPORT_ORDER:
-    for name, evaluator in evaluators.items():
-      if evaluator.kind == kind:
+    for name in sorted(kinds):
+      if kinds[name] == kind:
         return name
-  return next(iter(evaluators))
+  return sorted(kinds)[0]
 
 
 def check_config(config, method=None):
@@ -304,6 +317,9 @@ def check_config(config, method=None):
                         f"multiple of steps_per_dispatch={config.steps_per_dispatch}")
     if method is None or cls.applies(method):
       names.append(name)
+  if not names:
+    raise ConfigError(f"none of config.evals ({', '.join(sorted(config.evals))}) applies to "
+                      f"method {config.method!r}; add one, e.g. head")
   if config.eval_report != "auto" and config.eval_report not in names:
     raise ConfigError(f"eval_report={config.eval_report!r} names no evaluator of this run "
                       f"(config.evals: {', '.join(sorted(names))})")

@@ -34,7 +34,7 @@ import scipy.sparse
 import scipy.sparse.linalg
 
 from mnist_ten import augment
-from mnist_ten import neighbors
+from mnist_ten import neighbors as knn_search
 from mnist_ten.augment import _identity_grid, _sample
 from mnist_ten.errors import ConfigError
 from mnist_ten.registry import Registry
@@ -133,7 +133,7 @@ class Embedding:
   batch_size: int = 5000
 
   def __call__(self, images: np.ndarray) -> np.ndarray:
-    return np.concatenate([neighbors.unit((_apply(fn, images, self.batch_size) - mean) @ components)
+    return np.concatenate([knn_search.unit((_apply(fn, images, self.batch_size) - mean) @ components)
                            for fn, mean, components in self.blocks], axis=1)
 
 
@@ -177,7 +177,7 @@ def fit_embedding(images: np.ndarray, spec: str, *, batch_size: int = 5000,
     feats = _apply(fn, images, batch_size)
     mean, components = fit_pca(feats, dim)
     blocks.append((fn, mean, components))
-    parts.append(neighbors.unit((feats - mean) @ components))
+    parts.append(knn_search.unit((feats - mean) @ components))
   return Embedding(blocks, batch_size), np.concatenate(parts, axis=1)
 
 
@@ -192,7 +192,7 @@ def knn_graph(features: np.ndarray, k: int, *, chunk: int = 2000):
   (similarities [N, k], indices [N, k]), best first."""
   if not 1 <= k < features.shape[0]:
     raise ConfigError(f"graph: k={k} must be in [1, {features.shape[0]})")
-  return neighbors.search(features, features, k, chunk=chunk, exclude_self=True)
+  return knn_search.search(features, features, k, chunk=chunk, exclude_self=True)
 
 
 def edge_weights(sims: np.ndarray) -> np.ndarray:
@@ -370,7 +370,7 @@ def knn_vote(queries: np.ndarray, memory: np.ndarray, memory_labels: np.ndarray,
   image at a time (inductive: the queries never join the graph)."""
   if not 1 <= k <= memory.shape[0]:
     raise ConfigError(f"graph vote: k={k} must be in [1, {memory.shape[0]}]")
-  sims, idx = neighbors.search(queries, memory, k, chunk=chunk)
+  sims, idx = knn_search.search(queries, memory, k, chunk=chunk)
   n = queries.shape[0]
   weights = edge_weights(sims)
   votes = np.zeros((n, num_classes), np.float32)

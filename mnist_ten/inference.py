@@ -93,9 +93,7 @@ def load_classifier(workdir, *, use_ema: bool = True, vote: bool = True) -> Clas
   model = parts.model
   vote_fn = None
   if vote and method.votes:
-    init_network = (load_classifier(parts.config.init_from, vote=False)
-                    if method.uses_init_network else None)
-    method.prepare(input_pipeline.host_train_data(parts.dataset, parts.split), init_network)
+    prepare_method(parts)  # the vote's graph, as training built it
     vote_fn = method.vote
   return Classifier(
       lambda images: jax.nn.softmax(model.apply(variables, images, train=False)),
@@ -103,6 +101,16 @@ def load_classifier(workdir, *, use_ema: bool = True, vote: bool = True) -> Clas
       features_fn=lambda images: model.apply(variables, images, train=False,
                                              output="features"),
       vote_fn=vote_fn, layers_fn=lambda images: _encoder_layers(model, variables, images))
+
+
+def prepare_method(parts: run.Parts) -> input_pipeline.TrainData:
+  """The method's `prepare` on the run's own data and split (the host's
+  numpy arrays), handed the network of `config.init_from` when the method
+  uses one: what training did before its first step."""
+  init_network = (load_classifier(parts.config.init_from, vote=False)
+                  if parts.method.uses_init_network else None)
+  return parts.method.prepare(input_pipeline.host_train_data(parts.dataset, parts.split),
+                              init_network)
 
 
 def _encoder_layers(model, variables, images) -> Dict[str, jax.Array]:

@@ -14,7 +14,7 @@ import io
 import json
 import pathlib
 import sys
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from absl import logging
 import jax
@@ -22,7 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from mnist_ten import errors
+from mnist_ten import evaluate
 from mnist_ten import inference
+from mnist_ten import input_pipeline
 from mnist_ten import run as run_lib
 from mnist_ten.metric_writer import MetricWriter
 from mnist_ten.registry import Registry
@@ -301,34 +303,54 @@ def draw_run(workdir, *, parts, round_=None, report: str = "", state=None, write
     predictions = round_.predictions.get((report, "test_ema"))
   feature_fn = None
   if state is not None and parts.model is not None:
-    variables = {"params": state.ema_params,
-                 **({"batch_stats": state.batch_stats} if state.batch_stats else {})}
-    variables = jax.device_put(jax.tree.map(np.asarray, variables))
-    apply = jax.jit(lambda x: parts.model.apply(variables, x, train=False, output="features"))
-    feature_fn = lambda: _batched(apply, parts.dataset.test_images)  # pylint: disable=unnecessary-lambda-assignment
+    feature_fn = _features(parts, jax.device_put(jax.tree.map(np.asarray,
+                                                              state.variables("ema"))))
   step = int(state.step) if state is not None else 0
   return draw(RunView(workdir, parts, predictions, feature_fn, report), writer, step)
 
 
-def _batched(fn, images, batch_size: int = 1000) -> np.ndarray:
-  return np.concatenate([np.asarray(fn(jnp.asarray(images[i:i + batch_size], jnp.float32)
-                                       / 255.0)) for i in range(0, len(images), batch_size)])
+def _features(parts, variables) -> Callable[[], np.ndarray]:
+  """The test images' encoder features, computed when a plot asks."""
+  classifier = inference.Classifier(
+      lambda x: parts.model.apply(variables, x, train=False), parts.image_shape,
+      parts.num_classes,
+      features_fn=lambda x: parts.model.apply(variables, x, train=False, output="features"))
+  return lambda: classifier.features(parts.dataset.test_images)
 
 
 def redraw(workdir) -> List[pathlib.Path]:
-  """A finished run's figures again, from its workdir alone: its classifier
-  (`load_classifier`, predicting as the run reported) on the test set."""
+  """A finished run's figures again, from its workdir alone: its latest
+  checkpoint evaluated on the test set by the evaluator the run reported,
+  as the run evaluated itself (a graph's vote is rebuilt, about a minute)."""
   workdir = pathlib.Path(workdir)
   parts = run_lib.Parts.from_workdir(workdir)
-  classifier = inference.load_classifier(workdir)
-  _, probs = classifier(parts.dataset.test_images)
-  feature_fn = (lambda: classifier.features(parts.dataset.test_images)) if parts.model else None
-  report = json.loads((workdir / "results.json").read_text()).get("report_eval", "") if (
-      workdir / "results.json").exists() else ""
+  results = json.loads((workdir / "results.json").read_text()) if (
+      workdir / "results.json").exists() else {}
+  dataset = parts.dataset
+  if not parts.method.trains:  # nearest neighbour: the labeled examples are the model
+    _, probs = inference.load_classifier(workdir)(dataset.test_images)
+    report, predictions, feature_fn = "predict", (probs.argmax(-1), probs.max(-1)), None
+  else:
+    variables = jax.device_put(run_lib.load_weights(workdir))
+    report = results.get("report_eval") or evaluate.report_for(parts.config, parts.method)
+    if parts.config.evals.get(report, {}).get("type", report) == "vote":
+      inference.prepare_method(parts)  # the vote's graph, as training built it
+    labeled = parts.split.labeled
+    ctx = evaluate.EvalContext(
+        model=parts.model, method=parts.method,
+        eval_sets=[input_pipeline.EvalSet("test", jnp.asarray(dataset.test_images),
+                                          dataset.test_labels, dataset.test_images)],
+        labeled_images=jnp.asarray(dataset.train_images[labeled]),
+        labeled_labels=jnp.asarray(dataset.train_labels[labeled].astype(np.int32)),
+        num_classes=parts.num_classes, batch_size=parts.config.eval_batch_size, sharding=None)
+    evaluator = evaluate.build(parts.config, ctx, only=(report,))[report]
+    rnd = evaluate.EvalRound({"ema": variables})
+    evaluator(rnd)
+    predictions, feature_fn = rnd.predictions[(report, "test_ema")], _features(parts, variables)
   writer = MetricWriter(workdir)
   try:
-    return draw(RunView(workdir, parts, (probs.argmax(-1), probs.max(-1)), feature_fn, report),
-                writer)
+    return draw(RunView(workdir, parts, predictions, feature_fn, report), writer,
+                int(results.get("steps", 0)))
   finally:
     writer.close()
 

@@ -7,6 +7,7 @@ initialise, prepare the method's data, build the evaluators, the step loop
 with its clock, logging, checkpoints, the results and the plots.
 """
 import contextlib
+import functools
 import json
 import logging as py_logging
 import pathlib
@@ -50,6 +51,11 @@ class TrainState:
   opt_state: Any
   ema_params: Any
   rng: jax.Array  # raw uint32 key; the step's key is fold_in(rng, step)
+
+  def variables(self, tag: str = "ema") -> Dict[str, Any]:
+    """The model's variables with the EMA ("ema") or the raw ("raw") weights."""
+    params = self.ema_params if tag == "ema" else self.params
+    return {"params": params, **({"batch_stats": self.batch_stats} if self.batch_stats else {})}
 
 
 def ema_decay_at(decay: float, step):
@@ -303,6 +309,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> Dict:
   each resumable in its own workdir.
   """
   start_time = time.time()
+  _provenance()
   chain = stages(config, workdir)
   # Every stage is checked before any trains; they share config.data
   # (pretrain_config forces it), so one load serves them all.
@@ -419,24 +426,44 @@ class _Evaluations:
   records them: TensorBoard scalars, the log, and `evals.jsonl` (the full
   record, confusion matrices included)."""
 
-  def __init__(self, config, evaluators, writer, workdir, is_main):
+  def __init__(self, config, evaluators, writer, workdir, is_main, start_step: int):
     self.evaluators, self.writer, self.workdir, self.is_main = (evaluators, writer, workdir,
                                                                 is_main)
     self.report = evaluate.report_name(config, evaluators)
     self.last_round = None
+    # step -> the report's EMA test accuracy: earlier sittings' from the log
+    # (process 0 keeps it), this sitting's as they come.
+    self.history = self._logged(start_step) if is_main else {}
+
+  def _logged(self, start_step: int) -> Dict[int, float]:
+    path, history = self.workdir / "evals.jsonl", {}
+    if path.exists():
+      for line in path.read_text().splitlines():
+        try:
+          record = json.loads(line)
+        except json.JSONDecodeError:
+          continue  # a line cut short by a kill
+        if self.report in record and record["step"] <= start_step:
+          history[record["step"]] = record[self.report]["test_ema"]["accuracy"]
+    return history
+
+  def median_of_last(self, count: int) -> Dict:
+    """The median EMA test accuracy of the report's last `count` evaluations
+    (official FixMatch reports the median of the last 20 checkpoints): a
+    noisy last step shows as a gap to the final value."""
+    last = [self.history[s] for s in sorted(self.history)][-count:]
+    return {"test_accuracy_ema_median": float(np.median(last)), "median_of_evals": len(last)}
 
   def __call__(self, state: TrainState, step: int, final: bool = False) -> Dict[str, Dict]:
     eval_start = time.time()
-    weights = {}
-    for tag, params in [("ema", state.ema_params), ("raw", state.params)]:
-      weights[tag] = {"params": params, **({"batch_stats": state.batch_stats}
-                                            if state.batch_stats else {})}
-    rnd = evaluate.EvalRound(weights)
+    rnd = evaluate.EvalRound({tag: state.variables(tag) for tag in ("ema", "raw")})
     out = {name: self.evaluators[name](rnd) for name in
            evaluate.due(self.evaluators, step, final)}
     self.last_round = rnd
     if not out:
       return out
+    if self.report in out:
+      self.history[step] = out[self.report]["test_ema"]["accuracy"]
     scalars = evaluate.scalars(out)
     self.writer.write_scalars(step, scalars)
     logging.info("eval step %d: %s", step, _format_metrics(scalars))
@@ -472,23 +499,20 @@ def _restore_or_init(config, setup, tx, ckpt, start_time) -> Tuple[TrainState, C
   return state, clock
 
 
-def _prepare_data(config, setup) -> input_pipeline.TrainData:
-  """The method's data on the mesh: the split, plus what `prepare` adds."""
-  method = setup.method
-  init_network = (inference.load_classifier(config.init_from, vote=False)
-                  if method.uses_init_network else None)
-  data = method.prepare(input_pipeline.host_train_data(setup.dataset, setup.split),
-                        init_network)
+def _prepare_data(setup) -> input_pipeline.TrainData:
+  """The method's data on the host: the split, plus what `prepare` adds."""
+  t = time.time()
+  data = inference.prepare_method(setup.parts)
   if data.pseudo_labels is not None:
-    logging.info("prepared pseudo-labels for %d unlabeled images (%.0f%% weighted)",
-                 data.pseudo_labels.shape[0], 100 * float(np.mean(data.pseudo_weights > 0)))
+    logging.info("prepared pseudo-labels for %d unlabeled images in %s (%.0f%% weighted)",
+                 data.pseudo_labels.shape[0], _format_seconds(time.time() - t),
+                 100 * float(np.mean(data.pseudo_weights > 0)))
   return data
 
 
-def _build_evaluators(config, setup, data) -> Dict[str, evaluate.Evaluator]:
+def _build_evaluators(config, setup, data, eval_sets) -> Dict[str, evaluate.Evaluator]:
   ctx = evaluate.EvalContext(
-      model=setup.model, method=setup.method,
-      eval_sets=input_pipeline.make_eval_sets(setup.dataset, setup.split, setup.mesh),
+      model=setup.model, method=setup.method, eval_sets=eval_sets,
       labeled_images=data.labeled_images, labeled_labels=data.labeled_labels,
       num_classes=setup.dataset.num_classes, batch_size=config.eval_batch_size,
       sharding=parallel.batch_sharded(setup.mesh))
@@ -503,16 +527,19 @@ def _train(config, workdir, setup, is_main, start_time) -> Dict:
   ckpt = checkpoint.Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
   state, clock = _restore_or_init(config, setup, tx, ckpt, start_time)
   t = time.time()
-  host_data = _prepare_data(config, setup)
+  host_data = _prepare_data(setup)
+  prepare_seconds = time.time() - t
   data = input_pipeline.to_device(host_data, setup.mesh)
+  eval_sets = input_pipeline.make_eval_sets(setup.dataset, setup.split, setup.mesh)
   # What a method adds at prediction (a graph's vote) is fixed for the run:
   # the evaluators compute it once, here, so it counts as preparation.
-  evaluators = _build_evaluators(config, setup, data)
-  prepare_seconds = time.time() - t
+  t = time.time()
+  evaluators = _build_evaluators(config, setup, data, eval_sets)
+  prepare_seconds += time.time() - t
   train_step = make_train_step(setup.model, setup.method, tx, schedule, config, setup.mesh)
   writer = MetricWriter(workdir, enabled=is_main)
   metric_log = _MetricLog(config, writer, clock, ckpt, workdir)
-  evaluations = _Evaluations(config, evaluators, writer, workdir, is_main)
+  evaluations = _Evaluations(config, evaluators, writer, workdir, is_main, int(state.step))
 
   step, n = int(state.step), config.steps_per_dispatch
   try:
@@ -544,25 +571,26 @@ def _finish(config, workdir, setup, is_main, state, clock, prepare_seconds, host
   """The final evaluation, results.json and the plots of a trained stage."""
   step = int(state.step)
   final = evaluations(state, step, final=True)
-  results = _results(config, setup, final, evaluations.report, {
+  results = _results(config, setup, final, evaluations.report, evaluators=evaluations.evaluators,
+                     timing={
       "steps": step, "train_seconds": clock.train_seconds,
       "compile_seconds": clock.compile_seconds, "prepare_seconds": prepare_seconds,
       "wall_seconds": clock.wall_seconds(),
       "images_per_second": (config.num_steps * setup.method.images_per_step /
                             clock.train_seconds if clock.train_seconds else 0.0)})
-  results.update(_median_of_last_evals(workdir, evaluations.report, step,
-                                       config.eval_median_of, results))
+  results.update(evaluations.median_of_last(config.eval_median_of))
   if host_data.pseudo_labels is not None:
     # Label-free: how the pseudo-labels spread over the classes (kept ones).
     kept = host_data.pseudo_weights > 0
     results["pseudo_label_counts"] = np.bincount(
         host_data.pseudo_labels[kept], minlength=setup.dataset.num_classes).tolist()
-  if is_main:
-    _write_json(workdir / "results.json", results)
-    if config.plots:
-      plots.draw_run(workdir, parts=setup.parts, round_=evaluations.last_round,
-                     report=evaluations.report, state=state, writer=writer)
-  writer.close()
+  try:
+    if is_main:
+      _write_json(workdir / "results.json", results)
+      if config.plots:
+        _draw(workdir, setup, evaluations.last_round, evaluations.report, state, writer)
+  finally:
+    writer.close()
   logging.info("done: test accuracy %.4f (EMA), %.4f (raw) after %d steps, %s of "
                "training, %.0f img/s", results["test_accuracy_ema"],
                results["test_accuracy_raw"], step, _format_seconds(clock.train_seconds),
@@ -570,49 +598,50 @@ def _finish(config, workdir, setup, is_main, state, clock, prepare_seconds, host
   return results
 
 
-def _median_of_last_evals(workdir, report: str, step: int, count: int, results) -> Dict:
-  """The median EMA test accuracy of the report evaluator's last `count`
-  evaluations (official FixMatch reports the median of the last 20
-  checkpoints): a noisy last step shows as a gap to the final value."""
-  path = workdir / "evals.jsonl"
-  by_step = {}
-  if path.exists():
-    for line in path.read_text().splitlines():
-      record = json.loads(line)
-      if report in record and record["step"] <= step:
-        by_step[record["step"]] = record[report]["test_ema"]["accuracy"]
-  by_step[step] = results["test_accuracy_ema"]
-  last = [by_step[s] for s in sorted(by_step)][-count:]
-  return {"test_accuracy_ema_median": float(np.median(last)), "median_of_evals": len(last)}
+def _draw(workdir, setup, round_, report, state=None, writer=None):
+  """The run's figures; a figure that fails costs a warning, not the run
+  (its results are saved already)."""
+  try:
+    plots.draw_run(workdir, parts=setup.parts, round_=round_, report=report, state=state,
+                   writer=writer)
+  except Exception as e:  # pylint: disable=broad-except
+    logging.warning("plots failed (%s: %s); the run's results are saved. Redraw with: "
+                    "python -m mnist_ten.plots %s", type(e).__name__, e, workdir)
 
 
+@functools.lru_cache(maxsize=None)
 def _provenance() -> Dict:
-  """The code and library versions a result was measured with."""
+  """The code and library versions a result was measured with: read once,
+  when the process's first run starts (the code it loaded then is the code
+  that runs, whatever changes in the checkout afterwards)."""
   import flax as flax_lib  # pylint: disable=g-import-not-at-top
   import jaxlib  # pylint: disable=g-import-not-at-top
   out = {"jax_version": jax.__version__, "jaxlib_version": jaxlib.__version__,
          "flax_version": flax_lib.__version__, "optax_version": optax.__version__,
          "git_commit": None, "git_dirty": None}
   repo = pathlib.Path(__file__).resolve().parents[1]
+  git = lambda *args: subprocess.run(["git", "-C", str(repo), *args], capture_output=True,  # pylint: disable=unnecessary-lambda-assignment
+                                     text=True, timeout=10)
   try:
-    commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
-                            text=True, timeout=10)
-    if commit.returncode == 0:
-      status = subprocess.run(["git", "-C", str(repo), "status", "--porcelain",
-                               "--untracked-files=no"], capture_output=True, text=True,
-                              timeout=10)
-      out["git_commit"] = commit.stdout.strip()
+    top = git("rev-parse", "--show-toplevel")
+    # This project's own checkout, not a repository it happens to be installed in.
+    if top.returncode == 0 and pathlib.Path(top.stdout.strip()).resolve() == repo:
+      out["git_commit"] = git("rev-parse", "HEAD").stdout.strip()
+      # The code only: results and docs that runs and their tables rewrite do not count.
+      status = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                   ":(exclude)experiments/results", ":(exclude)docs", ":(exclude)*.md")
       out["git_dirty"] = bool(status.stdout.strip())
   except (OSError, subprocess.SubprocessError):
     pass  # not a git checkout (an installed wheel): versions only
   return out
 
 
-def _results(config, setup, final: Dict[str, Dict], report: str, timing: Dict) -> Dict:
+def _results(config, setup, final: Dict[str, Dict], report: str, timing: Dict,
+             evaluators=None) -> Dict:
   """The results.json record of a finished run: the report evaluator's
   metrics under the historical keys, every evaluator's final accuracies, and
   provenance."""
-  labeled = setup.split.labeled
+  labeled, evaluators = setup.split.labeled, evaluators or {}
   ema, raw = final[report]["test_ema"], final[report]["test_raw"]
   results = {
       "config": config.name, "method": config.method, "model": config.model.name,
@@ -632,8 +661,10 @@ def _results(config, setup, final: Dict[str, Dict], report: str, timing: Dict) -
   }
   if "val_ema" in final[report]:
     results["val_accuracy_ema"] = final[report]["val_ema"]["accuracy"]
-  if report != "head" and "head" in final:  # the EMA network without the method's vote
-    results["test_accuracy_network_ema"] = final["head"]["test_ema"]["accuracy"]
+  heads = [name for name in final if getattr(evaluators.get(name), "kind", "") == "head"]
+  if getattr(evaluators.get(report), "kind", "") == "vote" and heads:
+    # The EMA network without the method's vote.
+    results["test_accuracy_network_ema"] = final[heads[0]]["test_ema"]["accuracy"]
   return results
 
 
@@ -650,14 +681,14 @@ def _evaluate_nonparametric(config, workdir, setup, is_main) -> Dict:
   metrics = evaluate.classification_metrics(dataset.test_labels, predictions,
                                             dataset.num_classes)
   results = _results(config, setup, {"predict": {"test_ema": metrics, "test_raw": metrics}},
-                     "predict", {"steps": 0, "train_seconds": time.time() - t,
+                     "predict", timing={"steps": 0, "train_seconds": time.time() - t,
                                  "wall_seconds": time.time() - t, "images_per_second": 0.0})
   if is_main:
     _write_json(workdir / "results.json", results)
     if config.plots:
       rnd = evaluate.EvalRound({})
       rnd.predictions[("predict", "test_ema")] = (predictions, np.ones(len(predictions)))
-      plots.draw_run(workdir, parts=setup.parts, round_=rnd, report="predict")
+      _draw(workdir, setup, rnd, "predict")
   logging.info("%s: test accuracy %.4f, macro-F1 %.4f", config.method,
                metrics["accuracy"], metrics["macro_f1"])
   return results

@@ -80,10 +80,11 @@ class MixMatch(Method):
     for i, k in enumerate(jax.random.split(k_unl, cfg.k)):
       out[f"unlabeled view {i + 1}"] = self.augment(k, unlabeled_images)
     if cfg.mixup:
-      u = out["unlabeled view 1"]
-      dummy = jnp.zeros((x.shape[0] + u.shape[0], self.ctx.num_classes))
-      out["mixed (mixup)"] = losses.mixup(k_mix, jnp.concatenate([x, u]), dummy,
-                                          cfg.alpha)[0][x.shape[0]:]
+      # As `loss` mixes: the labeled batch and every unlabeled view together.
+      inputs = jnp.concatenate([x] + [out[f"unlabeled view {i + 1}"] for i in range(cfg.k)])
+      dummy = jnp.zeros((inputs.shape[0], self.ctx.num_classes))
+      out["mixed (mixup)"] = losses.mixup(k_mix, inputs, dummy, cfg.alpha)[0][x.shape[0]:][
+          :unlabeled_images.shape[0]]
     return out
 
   def samples(self, rng):
