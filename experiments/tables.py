@@ -171,6 +171,9 @@ ROWS: Dict[str, Row] = {r.label if i is None else i: r for i, r in [
     ("supervised_all", Row("supervised:all", "supervised_all", "0-2", "6a2de20",
                            f"{RUN} --config=configs/supervised.py:all --seeds=0-2 "
                            "--out=experiments/results/supervised_all")),
+    ("entropy_min", Row("entropy_min", "entropy_min", "0-2", "45d38e5",
+                        f"{RUN} --config=configs/entropy_min.py --seeds=0-2 "
+                        "--out=experiments/results/entropy_min")),
 ]}
 
 # Each table: its kind and row ids. "full": every summary column; "configs":
@@ -184,7 +187,8 @@ TABLES: Dict[str, Tuple[str, Tuple[str, ...]]] = {
                             "mixmatch_800", "mixmatch_nomixup_800", "mixmatch_align",
                             "mixmatch_align_800", "mixmatch_align_nomixup_800", "simclr_knn",
                             "simclr_linear", "simclr_finetune", "simclr_propagate",
-                            "pretext_full", "pretext_head", "pretext_alternate")),
+                            "pretext_full", "pretext_head", "pretext_alternate",
+                            "entropy_min")),
     "results": ("full", tuple(ROWS)),
     "commands": ("commands", tuple(ROWS)),
     "manifest": ("manifest", tuple(ROWS)),

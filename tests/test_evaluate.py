@@ -59,3 +59,29 @@ def test_report_evaluator_and_unknown_evaluators_are_refused(toy_config, tmp_pat
   with pytest.raises(ConfigError, match="evals.head.every"):
     train.train_and_evaluate(toy_config, tmp_path / "c")
   assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+
+
+def test_evaluators_that_do_not_apply_are_refused_before_any_work(toy_config, tmp_path):
+  import pytest
+  from mnist_ten import train
+  from mnist_ten.errors import ConfigError
+  toy_config.evals = {"vote": {}}  # the supervised method has no vote
+  with pytest.raises(ConfigError, match="none of config.evals"):
+    train.train_and_evaluate(toy_config, tmp_path / "run")
+  assert not (tmp_path / "run").exists()
+
+
+def test_cadence_overrides_from_the_command_line(toy_idx_dir, tmp_path):
+  import json
+  import subprocess
+  import sys
+  from tests.conftest import ROOT
+  out = subprocess.run(
+      [sys.executable, "launch.py", "--config=configs/supervised.py:quick,model=mlp",
+       f"--workdir={tmp_path}", "--config.data.name=toy", f"--config.data.idx_dir={toy_idx_dir}",
+       "--config.num_steps=8", "--config.log_every=4", "--config.checkpoint_every=8",
+       "--config.eval_every=8", "--config.evals.head.every=2", "--config.plots=False"],
+      cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-2000:]
+  steps = [json.loads(line)["step"] for line in (tmp_path / "evals.jsonl").read_text().splitlines()]
+  assert steps == [2, 4, 6, 8]

@@ -245,3 +245,58 @@ def test_colour_images_of_another_size_train_end_to_end(preset, tmp_path):
   if config.plots:  # RGB images in the figures, and a pseudo-label histogram
     plotted = {p.stem for p in (tmp_path / "run" / "plots").glob("*.png")}
     assert {"wrong_predictions", "views", "pseudo_labels"} <= plotted
+
+
+def test_a_workdir_from_before_config_evals_resumes(toy_config, tmp_path):
+  """A two-stage run whose config.json files predate config.evals (they had
+  eval_with) resumes with today's config instead of being refused."""
+  from mnist_ten import config as config_lib
+  stage1 = toy_config.copy_and_resolve_references()
+  stage1.evals = {"knn": {}}
+  toy_config.pretrain = stage1
+  toy_config.num_steps, stage1.num_steps = 6, 4
+  stage1.log_every, stage1.eval_every, stage1.checkpoint_every = 2, 4, 2
+  full = train.train_and_evaluate(toy_config, tmp_path)
+  for path, eval_with in [(tmp_path / "config.json", "head"),
+                          (tmp_path / "pretrain" / "config.json", "knn")]:
+    saved = json.loads(path.read_text())
+    stages = [saved] + ([saved["pretrain"]] if saved["pretrain"].get("method") else [])
+    for stage, kind in zip(stages, [eval_with, "knn"]):
+      for key in ("evals", "eval_report", "eval_median_of", "plots"):
+        del stage[key]
+      stage["eval_with"] = kind
+    path.write_text(json.dumps(saved))
+    upgraded = config_lib.from_saved(saved)
+    assert "eval_with" not in upgraded and set(upgraded.evals) == (
+        {"knn"} if eval_with == "knn" else {"head", "vote"})
+  (tmp_path / "results.json").unlink()
+  again = train.train_and_evaluate(toy_config, tmp_path)  # finished: evaluated, not retrained
+  assert again["test_accuracy_ema"] == full["test_accuracy_ema"]
+  assert again["steps"] == 6
+
+
+def test_the_end_of_run_figures_show_the_reported_predictions(toy_config, tmp_path, monkeypatch):
+  from mnist_ten import plots
+  seen = []
+  monkeypatch.setattr(plots, "draw", lambda view, writer=None, step=0: seen.append(view) or [])
+  toy_config.plots = True
+  results = train.train_and_evaluate(toy_config, tmp_path)
+  (view,) = seen
+  predicted, confidence = view.predictions
+  assert view.report == results["report_eval"] == "head"
+  assert np.mean(predicted == view.test_labels) == results["test_accuracy_ema"]
+  assert ((0 < confidence) & (confidence <= 1)).all()
+  assert view.features().shape == (len(view.test_labels), 32)  # the MLP's encoder width
+
+
+def test_a_failing_figure_costs_a_warning_not_the_run(toy_config, tmp_path, monkeypatch):
+  from mnist_ten import plots
+
+  def broken(run):
+    raise ValueError("a bug in a plot")
+  monkeypatch.setitem(plots.PLOTS._entries, "broken", broken)  # pylint: disable=protected-access
+  toy_config.plots = True
+  results = train.train_and_evaluate(toy_config, tmp_path)
+  assert json.loads((tmp_path / "results.json").read_text()) == json.loads(
+      json.dumps(results))
+  assert "plots failed (ValueError: a bug in a plot)" in (tmp_path / "log.txt").read_text()
