@@ -146,13 +146,24 @@ def accuracy(run: RunView):
                 (record["step"], metrics["accuracy"]))
   if not curves:
     return None
+  # The last record of a step wins (a resumed run may log a step twice).
+  return _curves({label: {s: 100 * a for s, a in points} for label, points in curves.items()},
+                 "test accuracy (%)", markers=True)
+
+
+def _curves(curves: Dict[str, Dict[int, float]], ylabel: str, *, markers: bool = False,
+            log: bool = False):
+  """One line per curve ({label: {step: value}}) over steps."""
   fig = _figure(6, 4)
   ax = fig.add_subplot(1, 1, 1)
   for label, points in sorted(curves.items()):
-    steps, values = zip(*sorted(dict(points).items()))  # the last record of a step wins
-    ax.plot(steps, 100 * np.asarray(values), marker="o", markersize=3, label=label)
+    steps = sorted(points)
+    ax.plot(steps, [points[s] for s in steps], label=label,
+            **({"marker": "o", "markersize": 3} if markers else {}))
   ax.set_xlabel("step")
-  ax.set_ylabel("test accuracy (%)")
+  ax.set_ylabel(ylabel)
+  if log:
+    ax.set_yscale("log")
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7)
   return fig
@@ -165,19 +176,9 @@ def losses(run: RunView):
   keys = sorted({k for r in records for k in r if k == "loss" or k.startswith("loss/")})
   if not keys:
     return None
-  fig = _figure(6, 4)
-  ax = fig.add_subplot(1, 1, 1)
-  for key in keys:
-    points = dict((r["step"], r[key]) for r in records if key in r and np.isfinite(r[key]))
-    if points:
-      steps = sorted(points)
-      ax.plot(steps, [points[s] for s in steps], label=key)
-  ax.set_xlabel("step")
-  ax.set_ylabel("loss")
-  ax.set_yscale("log")
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=7)
-  return fig
+  curves = {key: {r["step"]: r[key] for r in records if key in r and np.isfinite(r[key])}
+            for key in keys}
+  return _curves({k: v for k, v in curves.items() if v}, "loss", log=True)
 
 
 @PLOTS.register("views")
