@@ -131,3 +131,14 @@ def test_pseudo_label_and_mixup_histograms(finished_run, tmp_path):
   assert fig.axes[0].get_xlabel() == "mixup lambda" and sum(counts) > 100
   assert plots.samples(plots.RunView(finished_run, run_lib.Parts.from_workdir(finished_run))) \
       is None  # supervised draws nothing to show
+
+
+def test_without_matplotlib_a_run_finishes_and_says_how_to_get_its_figures(
+    toy_config, tmp_path, monkeypatch):
+  monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
+  toy_config.plots = True
+  results = train.train_and_evaluate(toy_config, tmp_path)
+  assert (tmp_path / "results.json").exists() and results["steps"] == toy_config.num_steps
+  assert not (tmp_path / "plots").exists()
+  log = (tmp_path / "log.txt").read_text()
+  assert "pip install -e '.[plots]'" in log and f"python -m mnist_ten.plots {tmp_path}" in log
