@@ -64,7 +64,9 @@ def run(config, seeds, out) -> List[dict]:
       train.train_and_evaluate(config_n, workdir)
       done = report.load_results(workdir)  # with every stage's time counted
     else:
-      logging.info("label seed %d: finished earlier, skipped", seed)
+      logging.warning("label seed %d: finished earlier in %s (test accuracy %.4f), skipped; "
+                      "delete that folder to run it again", seed, workdir,
+                      done["test_accuracy_ema"])
     rows.append(done)
   # The table holds every finished draw in OUT, those of earlier sittings too.
   finished = {r["label_seed"]: r for r in filter(None, map(report.load_results,

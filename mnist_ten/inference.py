@@ -59,6 +59,10 @@ class Classifier:
                        f"got {list(images.shape)}")
     if np.issubdtype(images.dtype, np.integer):
       images = images.astype(np.float32) / 255.0
+    elif images.size and (np.nanmin(images) < 0.0 or np.nanmax(images) > 1.0):
+      # Pixels in [0, 255] given as floats would be read as 255x too bright.
+      raise ValueError(f"float images must lie in [0, 1], these lie in [{np.nanmin(images):g}, "
+                       f"{np.nanmax(images):g}]: divide them by 255, or pass uint8 pixels")
     return np.asarray(images, np.float32)
 
   def _batched(self, fn, images, batch_size):

@@ -4,6 +4,7 @@ The draw depends only on (train labels, labels_per_class, label_seed), through
 numpy's PCG64 generator, so it is identical on every machine and JAX version.
 """
 import dataclasses
+import numbers
 from typing import Sequence
 
 import numpy as np
@@ -54,6 +55,9 @@ def make_split(labels: np.ndarray, num_classes: int, *, labels_per_class: int,
                label_seed: int, labeled_indices: Sequence[int] = (),
                validation_size: int = 0) -> Split:
   n = labels.shape[0]
+  if isinstance(label_seed, bool) or not isinstance(label_seed, numbers.Integral) or label_seed < 0:
+    raise DataError(f"data.label_seed={label_seed!r} must be a whole number >= 0 (it seeds "
+                    "numpy's default_rng, which draws the labeled examples)")
   if validation_size < 0 or validation_size >= n:
     raise DataError(f"data.validation_size={validation_size} must be in [0, {n})")
   # The validation draw uses its own stream so that adding a validation set

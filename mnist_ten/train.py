@@ -172,8 +172,25 @@ def load_init_from(state: TrainState, config) -> TrainState:
                        batch_stats=stats)
 
 
+def check_init_from(init_from: str):
+  """Refuses, before anything is written, an `init_from` that holds no
+  finished checkpoint."""
+  ckpt_dir = pathlib.Path(init_from) / "checkpoints"
+  if not ckpt_dir.is_dir():
+    raise WorkdirError(f"init_from: {init_from!r} holds no checkpoints/ folder")
+  ckpt = checkpoint.Checkpointer(ckpt_dir, read_only=True)
+  try:
+    if ckpt.latest_step() is None:
+      raise WorkdirError(f"init_from: {init_from!r} holds no complete checkpoint yet")
+  finally:
+    ckpt.close()
+
+
 def check_workdir(workdir: pathlib.Path, config):
-  """Refuses a workdir that holds a run of a different config."""
+  """Refuses a workdir that holds a run of a different config, or that is a file."""
+  if workdir.exists() and not workdir.is_dir():
+    raise WorkdirError(f"--workdir {str(workdir)!r} is a file, not a folder; name a folder "
+                       "(a new one starts a run, an existing run's resumes it)")
   saved_path = workdir / "config.json"
   if not saved_path.exists():
     if (workdir / "checkpoints").exists():
@@ -314,9 +331,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> Dict:
   # Every stage is checked before any trains; they share config.data
   # (pretrain_config forces it), so one load serves them all.
   setups = []
+  produced = {str(d) for _, d in chain}  # init_from folders this chain trains itself
   for stage, stage_dir in chain:
     setups.append(Setup(stage, setups[0].dataset if setups else None))
     check_workdir(stage_dir, stage)
+    if stage.init_from and stage.init_from not in produced:
+      check_init_from(stage.init_from)
   for i, ((stage, stage_dir), setup) in enumerate(zip(chain, setups)):
     if len(chain) > 1:
       logging.info("stage %d/%d: %s in %s%s", i + 1, len(chain), stage.method, stage_dir,

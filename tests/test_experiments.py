@@ -113,7 +113,8 @@ def test_graph_quality_scores_features_that_separate_classes_above_noise():
   assert bad["knn5_purity"] < 0.6 and bad["poisson_accuracy"] < 0.7
 
 
-def test_seed_runner_writes_the_table_skips_finished_seeds_and_reuses_stages(toy_config, tmp_path):
+def test_seed_runner_writes_the_table_skips_finished_seeds_and_reuses_stages(toy_config, tmp_path,
+                                                                           monkeypatch):
   from experiments import run_seeds
   assert run_seeds.parse_seeds("0-2,5") == [0, 1, 2, 5]
   rows = run_seeds.run(toy_config, [0, 1], tmp_path / "first")
@@ -124,7 +125,13 @@ def test_seed_runner_writes_the_table_skips_finished_seeds_and_reuses_stages(toy
   assert len((tmp_path / "first" / "table.csv").read_text().strip().splitlines()) == 3
   # Rerunning skips finished seeds: nothing retrains.
   log = (tmp_path / "first" / "seed_1" / "log.txt").read_text()
+  from absl import logging as absl_logging
+  said = []
+  monkeypatch.setattr(absl_logging, "warning", lambda msg, *args: said.append(msg % args))
   again = run_seeds.run(toy_config, [1], tmp_path / "first")
+  assert said == [f"label seed 1: finished earlier in {tmp_path / 'first' / 'seed_1'} (test "
+                  f"accuracy {rows[1]['test_accuracy_ema']:.4f}), skipped; delete that folder "
+                  "to run it again"]
   assert again[0]["test_accuracy_ema"] == rows[1]["test_accuracy_ema"]
   assert (tmp_path / "first" / "seed_1" / "log.txt").read_text() == log
   # The table still holds seed 0, finished in the earlier sitting.

@@ -76,3 +76,14 @@ def test_encoder_layers_pool_maps_to_quarters_and_keep_dense_outputs():
   np.testing.assert_allclose(layers["encoder/Conv_0"][:, :32],
                              conv0["__call__"][0][:, :14, :14].mean((1, 2)), rtol=1e-5, atol=1e-6)
   assert "head" not in " ".join(layers)
+
+
+def test_float_images_outside_zero_one_are_refused(toy_config, tmp_path):
+  mnist_ten.train_and_evaluate(toy_config, tmp_path)
+  clf = mnist_ten.load_classifier(tmp_path)
+  test = datasets.load(toy_config.data)
+  labels, _ = clf(test.test_images.astype(np.float32) / 255.0)  # floats in [0, 1]: fine
+  assert np.array_equal(labels, clf(test.test_images)[0])
+  with pytest.raises(ValueError, match=r"float images must lie in \[0, 1\], these lie in "
+                                       r"\[0, 255\]: divide them by 255"):
+    clf(test.test_images.astype(np.float32))

@@ -60,6 +60,8 @@ def test_quick_preset_runs_end_to_end(preset, tmp_path, mnist_data_overrides):
     (["--config=configs/supervised.py", "--config.optim.name=lion"], "unknown optimizer 'lion'"),
     (["--config=configs/supervised.py", "--config.data.labels_per_class=7000"],
      "class 0 has only 5923"),
+    (["--config=configs/supervised.py", "--config.data.label_seed=-1"],
+     "data.label_seed=-1 must be a whole number >= 0"),
     (["--config=configs/supervised.py", "--num_processes=2", "--process_id=0"],
      "needs all of coordinator_address, num_processes and process_id"),
     (["--config=configs/supervised.py", "--coordinator_address=localhost:1",

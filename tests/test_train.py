@@ -150,6 +150,19 @@ def test_init_from_a_missing_run(toy_config, tmp_path):
   toy_config.init_from = str(tmp_path / "nowhere")
   with pytest.raises(WorkdirError, match="holds no checkpoints"):
     train.train_and_evaluate(toy_config, tmp_path / "run")
+  # Refused before any folder is made: the corrected command then starts afresh there.
+  assert not (tmp_path / "run").exists()
+  (tmp_path / "nowhere" / "checkpoints").mkdir(parents=True)  # a run that never saved
+  with pytest.raises(WorkdirError, match="holds no complete checkpoint"):
+    train.train_and_evaluate(toy_config, tmp_path / "run")
+  assert not (tmp_path / "run").exists()
+
+
+def test_a_workdir_that_is_a_file_is_refused(toy_config, tmp_path):
+  (tmp_path / "run").write_text("not a folder")
+  with pytest.raises(WorkdirError, match="is a file, not a folder"):
+    train.train_and_evaluate(toy_config, tmp_path / "run")
+  assert (tmp_path / "run").read_text() == "not a folder"
 
 
 def test_validation_set_is_monitored_not_trained_on(toy_config, tmp_path):
