@@ -426,13 +426,23 @@ class _MetricLog:
 
   def flush(self, step: int):
     # Fetching the metrics syncs with the device; it also guarantees no NaN
-    # state is ever checkpointed.
-    means, self.pending = _window_means(self.pending), []
+    # state is ever checkpointed (every checkpoint step is a flush).
+    pending, self.pending = self.pending, []
+    means = _window_means(pending)
     if not np.isfinite(means["loss"]):
+      losses = [float(m["loss"]) for m in pending]
+      first = next(i for i, loss in enumerate(losses) if not np.isfinite(loss))
+      per_call = self.config.steps_per_dispatch
+      bad_step = step - (len(pending) - 1 - first) * per_call  # the call that returned it
+      last = self.ckpt.latest_step()
       raise TrainingError(
-          f"loss became {means['loss']} by step {step}; stopped without saving, the "
-          f"checkpoints in {self.workdir / 'checkpoints'} are untouched (last: step "
-          f"{self.ckpt.latest_step()}). Lower optim.lr or check the data.")
+          f"loss became {losses[first]} at step {bad_step}"
+          + (f" (a mean over steps {bad_step - per_call + 1}-{bad_step})" if per_call > 1
+             else "")
+          + "; stopped without saving. "
+          + (f"The checkpoints in {self.workdir / 'checkpoints'} are untouched (last: step "
+             f"{last}); " if last is not None else "No checkpoint was saved before it; ")
+          + "lower optim.lr or check the data.")
     rate = self.clock.close_window()
     total = self.config.num_steps
     remaining = (total - step) * self.clock.images_per_step / rate if rate else 0

@@ -270,3 +270,15 @@ def test_manifest_rows_are_checked_against_their_folders(monkeypatch):
   text = "<!-- table:headline -->\n| config |\n<!-- /table -->"
   assert summarize.regenerate(text) != text
   assert summarize.regenerate(summarize.regenerate(text)) == summarize.regenerate(text)
+
+
+def test_summarize_refuses_no_arguments_and_folders_without_runs(tmp_path):
+  run = lambda *args: subprocess.run([sys.executable, "experiments/summarize.py", *args],  # pylint: disable=unnecessary-lambda-assignment
+                                     cwd=ROOT, capture_output=True, text=True, timeout=120)
+  out = run()
+  assert out.returncode != 0 and "--table=headline" in out.stderr and not out.stdout
+  out = run(str(tmp_path))
+  assert out.returncode != 0 and "no finished runs in any of the folders given" in out.stderr
+  assert "Traceback" not in out.stderr
+  out = run("--table=nope")
+  assert out.returncode != 0 and "unknown table 'nope'; known: headline" in out.stderr

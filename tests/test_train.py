@@ -119,8 +119,12 @@ def test_nan_loss_stops_without_saving(toy_config, tmp_path):
   train.train_and_evaluate(toy_config, tmp_path / "ok")  # a healthy run for contrast
   toy_config.optim.lr = 1e30
   toy_config.optim.name = "sgd"
-  with pytest.raises(TrainingError, match="loss became nan"):
+  with pytest.raises(TrainingError, match=r"loss became (nan|inf|-inf) at step ") as failure:
     train.train_and_evaluate(toy_config, tmp_path / "nan")
+  bad_step = int(str(failure.value).split("at step ")[1].split(";")[0])
+  assert 1 <= bad_step <= 3
+  # NaN within the first log window: no checkpoint was saved, and it says so.
+  assert "No checkpoint was saved before it" in str(failure.value)
   assert not (tmp_path / "nan" / "results.json").exists()
   ckpt = checkpoint.Checkpointer(tmp_path / "nan" / "checkpoints")
   for step in [s for s in [3, 6] if (tmp_path / "nan" / "checkpoints" / str(s)).exists()]:
