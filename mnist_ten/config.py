@@ -135,6 +135,11 @@ def validate(config):
     raise ConfigError(f"init_scope must be 'encoder' or 'all', got {config.init_scope!r}")
 
 
+# Keys added with config.evals: a saved config without them gets the defaults,
+# and they may differ on resume (they change what is evaluated, not trained).
+EVAL_KEYS = ("evals", "eval_report", "eval_median_of", "plots")
+
+
 def from_saved(saved: dict) -> ml_collections.ConfigDict:
   """A run's config.json as a ConfigDict, with the keys added since it was
   written at their defaults (runs from before `config.evals` evaluated with
@@ -144,7 +149,7 @@ def from_saved(saved: dict) -> ml_collections.ConfigDict:
   stage = config
   while stage is not None:  # every stage of a multi-stage run
     with stage.unlocked():
-      for key in ("evals", "eval_report", "eval_median_of", "plots"):
+      for key in EVAL_KEYS:
         if key not in stage:
           stage[key] = defaults[key]
       if "eval_with" in stage:

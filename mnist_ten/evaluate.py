@@ -245,36 +245,48 @@ class LinearProbe(Evaluator):
     self.features = make_predict(lambda v, x: neighbors.unit_jnp(ctx.features_fn(v, x)),
                                  ctx.batch_size, ctx.sharding, argmax=False)
 
+  def _inputs(self, rnd, tag, images):
+    """Unit-length features with a bias column, in float64 for the solve."""
+    x = self.features(rnd.weights[tag], images).astype(np.float64)
+    return np.concatenate([x, np.ones((x.shape[0], 1))], 1)
+
   def _weights(self, rnd, tag):
     def fit():
-      x = self.features(rnd.weights[tag], self.ctx.labeled_images).astype(np.float64)
-      x = np.concatenate([x, np.ones((x.shape[0], 1))], 1)
+      x = self._inputs(rnd, tag, self.ctx.labeled_images)
       y = np.eye(self.ctx.num_classes)[np.asarray(self.ctx.labeled_labels)]
       # The dual form: as many unknowns as labeled examples, however wide the features.
       return x.T @ np.linalg.solve(x @ x.T + self.l2 * np.eye(x.shape[0]), y)
     return rnd.memo(("linear_probe", self.l2, tag), fit)
 
   def scores(self, rnd, tag, eval_set):
-    x = self.features(rnd.weights[tag], eval_set.images).astype(np.float64)
-    logits = np.concatenate([x, np.ones((x.shape[0], 1))], 1) @ self._weights(rnd, tag)
+    logits = self._inputs(rnd, tag, eval_set.images) @ self._weights(rnd, tag)
     logits = np.exp(logits - logits.max(-1, keepdims=True))
     return (logits / logits.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def kinds(config, method=None) -> Dict[str, str]:
+  """{name: evaluator type} of `config.evals`, sorted by name; with `method`,
+  only those that apply to it."""
+  out = {}
+  for name, cfg in sorted(config.evals.items()):
+    kind = cfg.get("type", name)
+    cls = EVALUATORS.get(kind)  # refuses an unknown type, with or without a method
+    if method is None or cls.applies(method):
+      out[name] = kind
+  return out
 
 
 def build(config, ctx: EvalContext, only=None) -> Dict[str, Evaluator]:
   """The evaluators `config.evals` lists that apply to the run's method, by
   name (`only`: those named)."""
   built = {}
-  for name, cfg in sorted(config.evals.items()):
+  for name, kind in kinds(config, ctx.method).items():
     if only is not None and name not in only:
       continue
-    cfg = dict(cfg)
-    kind = cfg.pop("type", name)
-    cls = EVALUATORS.get(kind)
-    if not cls.applies(ctx.method):
-      continue
+    cfg = dict(config.evals[name])
+    cfg.pop("type", None)
     every = cfg.pop("every", 0) or config.eval_every
-    evaluator = cls(name, cfg, ctx)
+    evaluator = EVALUATORS.get(kind)(name, cfg, ctx)
     evaluator.kind, evaluator.every = kind, every
     built[name] = evaluator
   return built
@@ -287,19 +299,17 @@ def report_name(config, evaluators: Dict[str, Evaluator]) -> str:
 
 def report_for(config, method) -> str:
   """`report_name` from the config alone (the evaluators that apply to `method`)."""
-  kinds = {name: cfg.get("type", name) for name, cfg in config.evals.items()}
-  return _pick_report(config, {name: kind for name, kind in kinds.items()
-                               if EVALUATORS.get(kind).applies(method)})
+  return _pick_report(config, kinds(config, method))
 
 
-def _pick_report(config, kinds: Dict[str, str]) -> str:
+def _pick_report(config, by_name: Dict[str, str]) -> str:
   if config.eval_report != "auto":
     return config.eval_report
   for kind in _REPORT_ORDER:
-    for name in sorted(kinds):
-      if kinds[name] == kind:
+    for name in sorted(by_name):
+      if by_name[name] == kind:
         return name
-  return sorted(kinds)[0]
+  return sorted(by_name)[0]
 
 
 def check_config(config, method=None):
@@ -307,16 +317,12 @@ def check_config(config, method=None):
   if not config.evals:
     raise ConfigError("config.evals is empty: a run needs at least one evaluator "
                       f"(known: {', '.join(EVALUATORS)})")
-  names = []
   for name, cfg in config.evals.items():
-    kind = cfg.get("type", name)
-    cls = EVALUATORS.get(kind)
     every = cfg.get("every", 0)
     if not isinstance(every, int) or every < 0 or every % config.steps_per_dispatch:
       raise ConfigError(f"evals.{name}.every={every!r} must be 0 (eval_every) or a positive "
                         f"multiple of steps_per_dispatch={config.steps_per_dispatch}")
-    if method is None or cls.applies(method):
-      names.append(name)
+  names = list(kinds(config, method))  # unknown types are refused here
   if not names:
     raise ConfigError(f"none of config.evals ({', '.join(sorted(config.evals))}) applies to "
                       f"method {config.method!r}; add one, e.g. head")

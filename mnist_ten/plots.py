@@ -334,7 +334,7 @@ def redraw(workdir) -> List[pathlib.Path]:
   else:
     variables = jax.device_put(run_lib.load_weights(workdir))
     report = results.get("report_eval") or evaluate.report_for(parts.config, parts.method)
-    if parts.config.evals.get(report, {}).get("type", report) == "vote":
+    if evaluate.kinds(parts.config).get(report) == "vote":
       inference.prepare_method(parts)  # the vote's graph, as training built it
     labeled = parts.split.labeled
     ctx = evaluate.EvalContext(

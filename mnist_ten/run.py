@@ -96,18 +96,29 @@ class Parts:
                         "train image is labeled or held out")
 
 
+def _open_checkpoints(workdir) -> checkpoint.Checkpointer:
+  """The workdir's checkpoints, read-only, refused unless one is complete."""
+  ckpt_dir = pathlib.Path(workdir) / "checkpoints"
+  if not ckpt_dir.is_dir():
+    raise WorkdirError(f"{str(workdir)!r} holds no checkpoints/ folder")
+  ckpt = checkpoint.Checkpointer(ckpt_dir, read_only=True)
+  if ckpt.latest_step() is None:
+    ckpt.close()
+    raise WorkdirError(f"{str(workdir)!r} holds no complete checkpoint yet")
+  return ckpt
+
+
+def check_weights(workdir):
+  """Raises the WorkdirError `load_weights` would, without reading any weights."""
+  _open_checkpoints(workdir).close()
+
+
 def load_weights(workdir, *, use_ema: bool = True) -> Dict[str, Any]:
   """The latest checkpoint's weights as host arrays: {"params": ..., and
   "batch_stats" when the model has them}; the EMA weights by default (the
   run's final model, when it kept them)."""
-  workdir = pathlib.Path(workdir)
-  ckpt_dir = workdir / "checkpoints"
-  if not ckpt_dir.is_dir():
-    raise WorkdirError(f"{str(workdir)!r} holds no checkpoints/ folder")
-  ckpt = checkpoint.Checkpointer(ckpt_dir, read_only=True)
+  ckpt = _open_checkpoints(workdir)
   try:
-    if ckpt.latest_step() is None:
-      raise WorkdirError(f"{str(workdir)!r} holds no complete checkpoint yet")
     raw = ckpt.restore_raw()
   finally:
     ckpt.close()

@@ -40,7 +40,7 @@ from mnist_ten.metric_writer import MetricWriter
 # is read from and how often to log do not change what is computed.
 RESUME_MAY_CHANGE = ("data.data_dir", "data.idx_dir", "data.cache_dir",
                      "data.download", "log_every", "eval_every", "keep_checkpoints",
-                     "evals", "eval_report", "eval_median_of", "eval_with", "plots")
+                     "eval_with", *config_lib.EVAL_KEYS)
 
 
 @flax.struct.dataclass
@@ -174,16 +174,11 @@ def load_init_from(state: TrainState, config) -> TrainState:
 
 def check_init_from(init_from: str):
   """Refuses, before anything is written, an `init_from` that holds no
-  finished checkpoint."""
-  ckpt_dir = pathlib.Path(init_from) / "checkpoints"
-  if not ckpt_dir.is_dir():
-    raise WorkdirError(f"init_from: {init_from!r} holds no checkpoints/ folder")
-  ckpt = checkpoint.Checkpointer(ckpt_dir, read_only=True)
+  finished checkpoint (as `load_init_from` would, later)."""
   try:
-    if ckpt.latest_step() is None:
-      raise WorkdirError(f"init_from: {init_from!r} holds no complete checkpoint yet")
-  finally:
-    ckpt.close()
+    run_lib.check_weights(init_from)
+  except WorkdirError as e:
+    raise WorkdirError(f"init_from: {e}") from None
 
 
 def check_workdir(workdir: pathlib.Path, config):
