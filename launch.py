@@ -35,11 +35,6 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0 
 flags.mark_flags_as_required(["config"])
 
 
-def _fail(message: str):
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(2)
-
-
 def _explain(e: Exception) -> str:
   """One line for a mistake in the config file, preset or overrides."""
   argv = sys.argv
@@ -63,37 +58,34 @@ def _parse_flags(argv):
   try:
     return flags.FLAGS(argv)
   except _USER_ERRORS as e:
-    _fail(_explain(e))
+    errors.fail(_explain(e))
 
+
+@errors.guard
 def main(argv):
   if len(argv) > 1:
-    _fail(f"unexpected arguments: {argv[1:]}")
+    errors.fail(f"unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(train.OwnLogs())
   try:
     config = _CONFIG.value
     config.get("name")  # a config file that failed to load raises only when used
   except _USER_ERRORS as e:
-    _fail(_explain(e))
+    errors.fail(_explain(e))
   explicit = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   if _DISTRIBUTED.value or any(v is not None for v in explicit):
     try:
       parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    except errors.MnistTenError as e:
-      _fail(str(e))
     except (RuntimeError, ValueError) as e:  # no cluster detected, coordinator unreachable
-      _fail(f"cannot join the multi-process run: {str(e).splitlines()[0]}")
+      errors.fail(f"cannot join the multi-process run: {str(e).splitlines()[0]}")
   workdir = _WORKDIR.value
   if workdir is None and jax.process_count() > 1:
-    _fail("a multi-process run needs --workdir (the same shared folder in every process)")
+    errors.fail("a multi-process run needs --workdir (the same shared folder in every process)")
   if workdir is None:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", config.name or "run")
     workdir = pathlib.Path("runs") / f"{name}-{stamp}"
   logging.info("workdir: %s", workdir)
-  try:
-    train.train_and_evaluate(config, workdir)
-  except errors.MnistTenError as e:
-    _fail(str(e))
+  train.train_and_evaluate(config, workdir)
 
 
 if __name__ == "__main__":

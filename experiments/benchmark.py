@@ -51,8 +51,9 @@ import jax
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from experiments.speed import (  # pylint: disable=g-import-not-at-top
     BENCH_MODELS, FULL_STEP_CONFIGS, FULL_STEP_VARIANTS, SHAPES, USB_FIXMATCH_LENET_STEP_MS,
-    WorkdirNotEmpty, jax_compute, jax_full_step, load_config, time_calls, time_to_accuracy,
+    jax_compute, jax_full_step, load_config, time_calls, time_to_accuracy,
     time_to_target_of_runs, torch_compute)
+from mnist_ten import errors  # pylint: disable=g-import-not-at-top
 
 _MODELS = flags.DEFINE_list("models", ["lenet", "resnet"], "Models to time: "
                             f"{', '.join(BENCH_MODELS)} (lenet_nobn: the LeNet without "
@@ -103,26 +104,21 @@ def _write(out):
   print(f"wrote {path}")
 
 
+@errors.guard
 def main(argv):
   del argv
   machine = {"platform": platform.platform(), "cpu_count": os.cpu_count(),
              "jax": jax.__version__, "backend": jax.default_backend(),
              "xla_flags": os.environ.get("XLA_FLAGS", ""),
              "devices": [str(d) for d in jax.devices()]}
-  if _TTA_OF.value:
-    try:  # a bad folder: a usage error that names it, nothing written
-      records = {folder: time_to_target_of_runs(folder, _TARGET.value)
-                 for folder in _TTA_OF.value}
-    except ValueError as e:
-      raise app.UsageError(str(e)) from None
+  if _TTA_OF.value:  # a bad folder: one message that names it, nothing written
+    records = {folder: time_to_target_of_runs(folder, _TARGET.value)
+               for folder in _TTA_OF.value}
     _write({"machine": machine, "time_to_accuracy_of": records})
     return
   if _TTA.value:
-    try:
-      record = time_to_accuracy(load_config(_TTA.value), _TARGET.value, _EVAL_EVERY.value,
-                                _LABEL_SEED.value, _WORKDIR.value)
-    except WorkdirNotEmpty as e:  # raised before any work
-      raise app.UsageError(str(e)) from None
+    record = time_to_accuracy(load_config(_TTA.value), _TARGET.value, _EVAL_EVERY.value,
+                              _LABEL_SEED.value, _WORKDIR.value)  # refuses before any work
     _write({"machine": machine, "time_to_accuracy": record})
     return
   out = {"machine": machine, "repeats": _REPEATS.value, "records": [], "ratios": []}
@@ -130,7 +126,7 @@ def main(argv):
                              ("model", _MODELS.value, BENCH_MODELS)):
     unknown = [n for n in names if n not in known]
     if unknown:
-      raise app.UsageError(f"unknown {what}(s) {unknown}; known: {sorted(known)}")
+      raise errors.ConfigError(f"unknown {what}(s) {unknown}; known: {sorted(known)}")
   torch_ok = not _NO_TORCH.value
   if torch_ok:
     try:

@@ -28,6 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from mnist_ten import config as config_lib  # pylint: disable=g-import-not-at-top
+from mnist_ten import errors  # pylint: disable=g-import-not-at-top
 from mnist_ten import graph  # pylint: disable=g-import-not-at-top
 from mnist_ten import inference  # pylint: disable=g-import-not-at-top
 from mnist_ten import train  # pylint: disable=g-import-not-at-top
@@ -38,6 +39,8 @@ _LAYERS = flags.DEFINE_bool("layers", False, "Also score each encoder layer as g
 
 
 def diagnose(workdir: pathlib.Path, threshold: float) -> dict:
+  if not (workdir / "config.json").is_file():
+    raise errors.WorkdirError(f"{str(workdir)!r} holds no run (no config.json)")
   config = config_lib.from_saved(json.loads((workdir / "config.json").read_text()))
   setup = train.Setup(config)
   split, dataset = setup.split, setup.dataset
@@ -102,6 +105,7 @@ def layer_graphs(workdir: pathlib.Path) -> dict:
   return out
 
 
+@errors.guard
 def main(argv):
   if len(argv) != 2:
     raise app.UsageError("usage: pseudo_labels.py RUN_WORKDIR [--threshold=0.95] [--layers]")

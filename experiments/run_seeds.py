@@ -35,13 +35,17 @@ flags.mark_flags_as_required(["config", "out"])
 
 
 def parse_seeds(text: str):
+  """'0-4,7' -> [0, 1, 2, 3, 4, 7]."""
   seeds = []
-  for part in text.split(","):
-    if "-" in part:
-      lo, hi = part.split("-")
-      seeds += range(int(lo), int(hi) + 1)
-    elif part.strip():
-      seeds.append(int(part))
+  try:
+    for part in text.split(","):
+      if "-" in part:
+        lo, hi = part.split("-")
+        seeds += range(int(lo), int(hi) + 1)
+      elif part.strip():
+        seeds.append(int(part))
+  except ValueError:
+    raise errors.ConfigError(f"--seeds={text!r}: give label seeds as 0-4 or 0,3,7") from None
   return seeds
 
 
@@ -77,15 +81,12 @@ def run(config, seeds, out) -> List[dict]:
   return rows
 
 
+@errors.guard
 def main(argv):
   del argv
   logging.get_absl_handler().addFilter(train.OwnLogs())
   out = pathlib.Path(_OUT.value)
-  try:
-    run(_CONFIG.value, parse_seeds(_SEEDS.value), out)
-  except errors.MnistTenError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  run(_CONFIG.value, parse_seeds(_SEEDS.value), out)
   print((out / "table.md").read_text())
 
 

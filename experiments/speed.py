@@ -20,6 +20,7 @@ from configs import default as default_config  # pylint: disable=g-import-not-at
 from configs import fixmatch as fixmatch_config  # pylint: disable=g-import-not-at-top
 from configs import supervised as supervised_config  # pylint: disable=g-import-not-at-top
 from mnist_ten import config as config_lib  # pylint: disable=g-import-not-at-top
+from mnist_ten import errors  # pylint: disable=g-import-not-at-top
 from mnist_ten import input_pipeline  # pylint: disable=g-import-not-at-top
 from mnist_ten import losses  # pylint: disable=g-import-not-at-top
 from mnist_ten import models  # pylint: disable=g-import-not-at-top
@@ -194,7 +195,7 @@ def load_config(config_arg):
   return module.get_config(preset or None)
 
 
-class WorkdirNotEmpty(ValueError):
+class WorkdirNotEmpty(errors.WorkdirError):
   """time_to_accuracy's workdir holds something: a run there would resume,
   and its time would not be the time from scratch."""
 
@@ -268,7 +269,7 @@ def time_to_target_of_runs(folder, target):
   evaluation at or past `target`: an upper bound on a coarse grid."""
   folder = pathlib.Path(folder)
   if not folder.is_dir():
-    raise ValueError(f"time_to_target_of_runs: no folder {folder}")
+    raise errors.WorkdirError(f"time_to_target_of_runs: no folder {folder}")
   records = []
   seed_dirs = [d for d in folder.glob("seed_*") if d.name[5:].isdigit()]
   for seed_dir in sorted(seed_dirs, key=lambda d: int(d.name[5:])):
@@ -291,6 +292,6 @@ def time_to_target_of_runs(folder, target):
           + (f"{target:.2%} first seen {to_target / 60:.1f} min in" if to_target is not None
              else f"{target:.2%} not reached"), flush=True)
   if not records:
-    raise ValueError(f"time_to_target_of_runs: {folder} holds no finished run "
+    raise errors.WorkdirError(f"time_to_target_of_runs: {folder} holds no finished run "
                      "(seed_N/ with results.json, as experiments/run_seeds.py writes)")
   return records

@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 from experiments import report  # pylint: disable=g-import-not-at-top
 from experiments import tables  # pylint: disable=g-import-not-at-top
 from mnist_ten import config as config_lib  # pylint: disable=g-import-not-at-top
+from mnist_ten import errors  # pylint: disable=g-import-not-at-top
 
 RESULTS = ROOT / "experiments" / "results"
 DOCS = ("README.md", "docs/*.md")
@@ -48,18 +49,18 @@ def load_group(arg: str):
         configs.append(_config(w))
   seeds = [r["label_seed"] for r in rows]
   if len(set(seeds)) < len(seeds):
-    raise SystemExit(f"{arg}: label seed(s) {sorted({s for s in seeds if seeds.count(s) > 1})} "
+    raise errors.ConfigError(f"{arg}: label seed(s) {sorted({s for s in seeds if seeds.count(s) > 1})} "
                      "appear twice; pool only different draws")
   named = sorted({(r["config"], r["dataset"]) for r in rows})
   if len(named) > 1:
-    raise SystemExit(f"{arg}: the runs are of {named}; pool only draws of one config")
+    raise errors.ConfigError(f"{arg}: the runs are of {named}; pool only draws of one config")
   # Rows restored from a table.csv (report.load_results) have no config.json
   # to compare beyond their name and dataset; the others must agree in full.
   configs = [c for c in configs if c]
   differ = list(dict.fromkeys(d for c in configs[1:]  # each difference once
                               for d in config_lib.differences(configs[0], c, ignore=_PER_DRAW)))
   if differ:
-    raise SystemExit(f"{arg}: the runs differ in {'; '.join(differ[:5])}; pool only draws "
+    raise errors.ConfigError(f"{arg}: the runs differ in {'; '.join(differ[:5])}; pool only draws "
                      "of one config")
   return rows
 
@@ -70,10 +71,10 @@ def row_runs(row: tables.Row):
   runs = load_group(folders)
   seeds = report.seed_ranges(r["label_seed"] for r in runs) if runs else "none"
   if seeds != row.seeds:
-    raise SystemExit(f"manifest row {row.label!r} ({row.folders}): expected label seeds "
+    raise errors.ConfigError(f"manifest row {row.label!r} ({row.folders}): expected label seeds "
                      f"{row.seeds}, the folders hold {seeds}")
   if runs and runs[0]["dataset"] != row.dataset:
-    raise SystemExit(f"manifest row {row.label!r}: dataset {runs[0]['dataset']}, the manifest "
+    raise errors.ConfigError(f"manifest row {row.label!r}: dataset {runs[0]['dataset']}, the manifest "
                      f"says {row.dataset}")
   return [dict(r, config=row.label) for r in runs]
 
@@ -86,7 +87,7 @@ def launch_command(row: tables.Row) -> str:
 
 def table(name: str) -> str:
   if name not in tables.TABLES:
-    raise SystemExit(f"unknown table {name!r}; known: {', '.join(tables.TABLES)}")
+    raise errors.ConfigError(f"unknown table {name!r}; known: {', '.join(tables.TABLES)}")
   kind, ids = tables.TABLES[name]
   rows = [tables.ROWS[i] for i in ids]
   if kind == "commands":  # what reproduces each row, as a shell block
@@ -126,9 +127,10 @@ def stale_blocks():
   return stale
 
 
+@errors.guard
 def main(args):
   if not args:
-    raise SystemExit(__doc__)
+    errors.fail("name a table (--table=NAME), --write, --check or run folders:\n" + __doc__)
   if args[0].startswith("--table="):
     print(table(args[0].split("=", 1)[1]), end="")
     return
@@ -155,7 +157,7 @@ def main(args):
     else:
       print(f"(no finished runs in {arg})", file=sys.stderr)
   if not groups:
-    raise SystemExit("no finished runs in any of the folders given")
+    raise errors.ConfigError("no finished runs in any of the folders given")
   print(report.summary_table(groups))
 
 

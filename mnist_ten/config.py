@@ -79,6 +79,8 @@ def base() -> ml_collections.ConfigDict:
   c.eval_report = "auto"
   c.eval_median_of = 5  # results.json also reports the median of the last 5 evaluations
   c.plots = True  # a finished run draws its figures into WORKDIR/plots and TensorBoard
+  # A finished run's workdir is reported from its results.json; True evaluates it again.
+  c.reevaluate = False
 
   c.knn = ml_collections.ConfigDict(dict(k=1))
   return c

@@ -10,6 +10,8 @@ import difflib
 import gzip
 import os
 import pathlib
+import socket
+import urllib.parse
 from typing import Optional, Tuple
 
 import numpy as np
@@ -129,6 +131,28 @@ def _missing_data_message(name: str, data_dir, cache_dir, reason: str) -> str:
           f"the cache dir.")
 
 
+def _unreachable(builder) -> str:
+  """Why none of the hosts TFDS would download `builder` from can be
+  reached ('' when one can): without it an offline machine waits minutes in
+  TFDS's retries. Behind a proxy the hosts cannot be judged from here."""
+  if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+    return ""
+  try:
+    urls = list(builder.url_infos or {})
+  except Exception:  # pylint: disable=broad-except
+    urls = []
+  hosts = sorted({urllib.parse.urlparse(u).hostname for u in urls} - {None}
+                 | {"storage.googleapis.com"})  # TFDS's own copies of prepared datasets
+  reasons = []
+  for host in hosts:
+    try:
+      socket.create_connection((host, 443), timeout=3).close()
+      return ""
+    except OSError as e:
+      reasons.append(f"{host}: {e.strerror or type(e).__name__}")
+  return "; ".join(reasons)
+
+
 def load_tfds(name: str, data_dir=None, download: bool = True,
               cache_dir=None) -> Dataset:
   """Loads a TFDS image-classification dataset with `image` and `label` features."""
@@ -158,6 +182,12 @@ def load_tfds(name: str, data_dir=None, download: bool = True,
       raise DataError(_missing_data_message(
           name, builder.data_dir, cache_dir,
           "it is not prepared there and data.download=False"))
+    offline = _unreachable(builder)
+    if offline:
+      raise DataError(_missing_data_message(
+          name, builder.data_dir, cache_dir,
+          f"it is not prepared there and the network is unreachable ({offline}); with "
+          "data.download=False this fails at once, without trying the network"))
     try:
       builder.download_and_prepare()
     except Exception as e:  # offline: DNS/connection errors of many kinds

@@ -2,71 +2,101 @@
 
     clf = mnist_ten.load_classifier("runs/supervised-...")
     labels, probs = clf(images)   # uint8 [N, 28, 28(, 1)] or floats in [0, 1]
+    labels, probs = clf(pixels, scale=255)   # floats in [0, 255]
 """
-from typing import Dict
+import pathlib
+from typing import Dict, Optional
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from mnist_ten import input_pipeline
 from mnist_ten import run
-from mnist_ten.errors import WorkdirError
+from mnist_ten.errors import InputError, WorkdirError
 
 
 class Classifier:
   """Callable images -> (labels [N], probabilities [N, num_classes]) as numpy."""
 
   def __init__(self, probs_fn, image_shape, num_classes: int, features_fn=None, vote_fn=None,
-               layers_fn=None):
+               layers_fn=None, checkpoint: Optional[pathlib.Path] = None):
     self._probs = jax.jit(probs_fn)
     self._features = jax.jit(features_fn) if features_fn else None
     self._layers = jax.jit(layers_fn) if layers_fn else None
     self._vote = vote_fn  # host images in [0, 255] -> class votes, or None
     self.image_shape = tuple(image_shape)
     self.num_classes = num_classes
+    self.checkpoint = checkpoint  # the checkpoint folder the weights came from
 
-  def __call__(self, images, batch_size: int = 1000):
+  def __call__(self, images, batch_size: int = 1000, scale: Optional[float] = None):
+    """scale: the value of a white pixel in float `images` (255 for floats in
+    [0, 255]); uint8 images need none, other floats must lie in [0, 1]."""
+    images = self._as_float(images, scale)
     probs = self._batched(self._probs, images, batch_size)
     if self._vote is not None and len(probs):
       # As the run evaluated itself: the network's probabilities plus the
       # method's vote (halved, to stay a distribution).
-      probs = (probs + self._vote(self._as_float(images) * 255.0)) / 2.0
+      probs = (probs + self._vote(images * 255.0)) / 2.0
     return probs.argmax(-1), probs
 
-  def features(self, images, batch_size: int = 1000) -> np.ndarray:
+  def features(self, images, batch_size: int = 1000,
+               scale: Optional[float] = None) -> np.ndarray:
     """The encoder's features [N, D] (trained models only)."""
     if self._features is None:
       raise WorkdirError("a nearest-neighbour run has no encoder features")
-    return self._batched(self._features, images, batch_size)
+    return self._batched(self._features, self._as_float(images, scale), batch_size)
 
-  def layers(self, images, batch_size: int = 1000) -> Dict[str, np.ndarray]:
+  def layers(self, images, batch_size: int = 1000,
+             scale: Optional[float] = None) -> Dict[str, np.ndarray]:
     """Every encoder layer's output, by module path (e.g. "encoder/Dense_0"),
     as [N, D]: dense outputs as they are (before any activation that follows),
     convolution and normalisation maps average-pooled to 2 x 2 cells first
     (trained models only)."""
     if self._layers is None:
       raise WorkdirError("a nearest-neighbour run has no encoder layers")
-    return self._batched(self._layers, images, batch_size)
+    return self._batched(self._layers, self._as_float(images, scale), batch_size)
 
-  def _as_float(self, images) -> np.ndarray:
-    """Checked images as float32 [N, H, W, C] in [0, 1]."""
+  def _as_float(self, images, scale: Optional[float] = None) -> np.ndarray:
+    """Checked images as float32 [N, H, W, C] in [0, 1]; sizes, channels and
+    ranges named before anything is reshaped."""
     images = np.asarray(images)
-    if images.ndim == 3 and self.image_shape[-1] == 1:
+    h, w, c = self.image_shape
+    expected = f"[N, {h}, {w}, {c}]" + (f" or [N, {h}, {w}]" if c == 1 else "")
+    if images.dtype == bool or not (np.issubdtype(images.dtype, np.integer)
+                                    or np.issubdtype(images.dtype, np.floating)):
+      raise InputError(f"images must be numbers (uint8 pixels or floats), got dtype "
+                       f"{images.dtype}")
+    if images.ndim not in (3, 4) or (images.ndim == 3 and c != 1):
+      raise InputError(f"images must be a batch {expected}, got shape {list(images.shape)}"
+                       + ("; for one image add a batch axis (images[None])"
+                          if images.ndim == len(self.image_shape) - (c == 1) else ""))
+    if tuple(images.shape[1:3]) != (h, w):
+      raise InputError(f"this run's model takes {h}x{w} images, these are "
+                       f"{images.shape[1]}x{images.shape[2]}: resize them first")
+    got_c = 1 if images.ndim == 3 else images.shape[3]
+    if got_c != c:
+      raise InputError(f"this run's model takes {c}-channel images, these have {got_c}"
+                       + (": convert them to greyscale" if c == 1 else ""))
+    if images.ndim == 3:
       images = images[..., None]  # [N, H, W] grey images
-    if images.shape[1:] != self.image_shape:
-      raise ValueError(f"images must be [N, {', '.join(map(str, self.image_shape))}], "
-                       f"got {list(images.shape)}")
-    if np.issubdtype(images.dtype, np.integer):
+    if scale is not None:
+      if not scale > 0:
+        raise InputError(f"scale={scale!r} must be the positive value of a white pixel")
+      images = images.astype(np.float32) / float(scale)
+    elif np.issubdtype(images.dtype, np.integer):
       images = images.astype(np.float32) / 255.0
-    elif images.size and (np.nanmin(images) < 0.0 or np.nanmax(images) > 1.0):
+    if np.issubdtype(images.dtype, np.floating) and images.size and (
+        np.nanmin(images) < 0.0 or np.nanmax(images) > 1.0):
       # Pixels in [0, 255] given as floats would be read as 255x too bright.
-      raise ValueError(f"float images must lie in [0, 1], these lie in [{np.nanmin(images):g}, "
-                       f"{np.nanmax(images):g}]: divide them by 255, or pass uint8 pixels")
+      raise InputError(
+          f"float images must lie in [0, 1], these lie in [{np.nanmin(images):g}, "
+          f"{np.nanmax(images):g}]" + (f" after dividing by scale={scale:g}" if scale else
+                                      ": pass scale=255 for pixels in [0, 255], or uint8"))
     return np.asarray(images, np.float32)
 
   def _batched(self, fn, images, batch_size):
-    images = self._as_float(images)
     if not len(images):
       # No rows, but the output's structure and widths (a dict for
       # `layers`): those of one blank image.
@@ -93,7 +123,10 @@ def load_classifier(workdir, *, use_ema: bool = True, vote: bool = True) -> Clas
     return Classifier(lambda images: jax.nn.one_hot(
         method.predict(x, y, images * 255.0), num_classes), image_shape, num_classes)
   # On this process's own device, whatever devices the run was spread over.
-  variables = jax.device_put(run.load_weights(workdir, use_ema=use_ema))
+  variables, step = run.load_weights(workdir, use_ema=use_ema, with_step=True)
+  variables = jax.device_put(variables)
+  logging.info("classifier of %s: checkpoint %d (%s weights)", workdir, step,
+               "EMA" if use_ema else "raw")
   model = parts.model
   vote_fn = None
   if vote and method.votes:
@@ -101,7 +134,7 @@ def load_classifier(workdir, *, use_ema: bool = True, vote: bool = True) -> Clas
     vote_fn = method.vote
   return Classifier(
       lambda images: jax.nn.softmax(model.apply(variables, images, train=False)),
-      image_shape, num_classes,
+      image_shape, num_classes, checkpoint=pathlib.Path(workdir) / "checkpoints" / str(step),
       features_fn=lambda images: model.apply(variables, images, train=False,
                                              output="features"),
       vote_fn=vote_fn, layers_fn=lambda images: _encoder_layers(model, variables, images))

@@ -32,11 +32,18 @@ class MetricWriter:
       logging.warning("tensorboard is not installed: no event files, metrics.jsonl only")
       return
     self._pb = (event_pb2, summary_pb2)
-    name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}"
-    (logdir / "tensorboard").mkdir(exist_ok=True)
-    self._events = RecordWriter(open(logdir / "tensorboard" / name, "ab"))
-    self._events.write(event_pb2.Event(wall_time=time.time(),
-                                       file_version="brain.Event:2").SerializeToString())
+    # One event file per run: a resumed run appends to it (workdir.cut_back
+    # has dropped the steps after its checkpoint), so no curve steps back.
+    folder = logdir / "tensorboard"
+    folder.mkdir(exist_ok=True)
+    existing = sorted(p for p in folder.glob("events.out.tfevents.*")
+                      if not p.name.endswith(".tmp"))
+    path = existing[0] if existing else (
+        folder / f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}")
+    self._events = RecordWriter(open(path, "ab"))
+    if not existing:
+      self._events.write(event_pb2.Event(wall_time=time.time(),
+                                         file_version="brain.Event:2").SerializeToString())
 
   def write_scalars(self, step: int, scalars: Dict[str, float]):
     if not self._enabled:

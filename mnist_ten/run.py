@@ -113,18 +113,20 @@ def check_weights(workdir):
   _open_checkpoints(workdir).close()
 
 
-def load_weights(workdir, *, use_ema: bool = True) -> Dict[str, Any]:
-  """The latest checkpoint's weights as host arrays: {"params": ..., and
-  "batch_stats" when the model has them}; the EMA weights by default (the
-  run's final model, when it kept them)."""
+def load_weights(workdir, *, use_ema: bool = True, with_step: bool = False):
+  """The newest readable checkpoint's weights as host arrays: {"params": ...,
+  and "batch_stats" when the model has them}; the EMA weights by default (the
+  run's final model, when it kept them). with_step: (weights, its step)."""
   ckpt = _open_checkpoints(workdir)
   try:
-    raw = ckpt.restore_raw()
+    saved, step = ckpt.read()
   finally:
     ckpt.close()
+  raw = saved["state"]
   # Through numpy: a checkpoint of a multi-device run comes back spread over
   # that run's devices; callers place the weights where they need them.
   variables = {"params": raw["ema_params" if use_ema else "params"]}
   if raw.get("batch_stats"):
     variables["batch_stats"] = raw["batch_stats"]
-  return jax.tree.map(np.asarray, variables)
+  variables = jax.tree.map(np.asarray, variables)
+  return (variables, step) if with_step else variables

@@ -25,6 +25,7 @@ import optax
 
 from mnist_ten import checkpoint
 from mnist_ten import config as config_lib
+from mnist_ten import errors
 from mnist_ten import evaluate
 from mnist_ten import inference
 from mnist_ten import input_pipeline
@@ -33,14 +34,19 @@ from mnist_ten import optim
 from mnist_ten import parallel
 from mnist_ten import plots
 from mnist_ten import run as run_lib
-from mnist_ten.errors import TrainingError, WorkdirError
+from mnist_ten import workdir as workdir_lib
+from mnist_ten.errors import DiskError, TrainingError, WorkdirError
 from mnist_ten.metric_writer import MetricWriter
 
 # Config keys that may change between a run and its resumption: where the data
 # is read from and how often to log do not change what is computed.
 RESUME_MAY_CHANGE = ("data.data_dir", "data.idx_dir", "data.cache_dir",
                      "data.download", "log_every", "eval_every", "keep_checkpoints",
-                     "eval_with", *config_lib.EVAL_KEYS)
+                     "eval_with", "reevaluate", *config_lib.EVAL_KEYS)
+
+
+BAD_STEP = "first_nonfinite_step"  # a step's metrics: where training diverged
+NO_BAD_STEP = np.iinfo(np.int32).max
 
 
 @flax.struct.dataclass
@@ -105,8 +111,12 @@ def make_train_step(model, method, tx, schedule, config, mesh):
     if config.ema_decay:
       decay = ema_decay_at(config.ema_decay, state.step)
       ema_params = optax.incremental_update(params, state.ema_params, 1.0 - decay)
-    metrics = {"loss": loss, **metrics, "lr": schedule(state.step),
-               "grad_norm": optax.tree.norm(grads)}
+    grad_norm = optax.tree.norm(grads)
+    metrics = {"loss": loss, **metrics, "lr": schedule(state.step), "grad_norm": grad_norm,
+               # Checked on every step: the first step whose loss or gradient is
+               # not finite (NO_BAD_STEP when none), kept by the scan's min.
+               BAD_STEP: jnp.where(jnp.isfinite(loss) & jnp.isfinite(grad_norm),
+                                   NO_BAD_STEP, state.step + 1)}
     return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                          opt_state=opt_state, ema_params=ema_params), metrics
 
@@ -115,7 +125,8 @@ def make_train_step(model, method, tx, schedule, config, mesh):
       return one_step(state, data)
     state, metrics = jax.lax.scan(lambda s, _: one_step(s, data), state,
                                   length=config.steps_per_dispatch)
-    return state, jax.tree.map(lambda m: m.mean(0), metrics)
+    bad = metrics.pop(BAD_STEP).min()
+    return state, {**jax.tree.map(lambda m: m.mean(0), metrics), BAD_STEP: bad}
 
   return jax.jit(step, donate_argnums=0)
 
@@ -214,12 +225,21 @@ class OwnLogs(py_logging.Filter):
             or record.pathname.endswith("launch.py"))
 
 
+class _QuietFileHandler(py_logging.FileHandler):
+  """A log.txt that cannot be written (a full disk) costs its lines, not a
+  traceback per line: the next checkpoint or metrics write reports the disk."""
+
+  def handleError(self, record):
+    pass
+
+
 class _LogFile:
   """Copies this project's INFO lines into the workdir's log.txt whatever the
   console's verbosity (a notebook shows only warnings, the file keeps all)."""
 
   def __init__(self, path: pathlib.Path):
-    self._handler = py_logging.FileHandler(path)
+    self.start = path.stat().st_size if path.exists() else 0  # where this sitting's lines begin
+    self._handler = _QuietFileHandler(path)
     self._handler.setFormatter(py_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     self._handler.addFilter(OwnLogs())
 
@@ -229,6 +249,7 @@ class _LogFile:
     console.setLevel(logger.getEffectiveLevel())  # the console keeps its verbosity
     logger.setLevel(min(logger.getEffectiveLevel(), py_logging.INFO))
     logger.addHandler(self._handler)
+    return self
 
   def __exit__(self, *exc):
     logger, console = logging.get_absl_logger(), logging.get_absl_handler()
@@ -332,12 +353,41 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> Dict:
     check_workdir(stage_dir, stage)
     if stage.init_from and stage.init_from not in produced:
       check_init_from(stage.init_from)
-  for i, ((stage, stage_dir), setup) in enumerate(zip(chain, setups)):
-    if len(chain) > 1:
-      logging.info("stage %d/%d: %s in %s%s", i + 1, len(chain), stage.method, stage_dir,
-                   f", from the previous stage's {stage.init_scope}" if i else "")
-    results = _run_stage(stage, stage_dir, setup, start_time if i == len(chain) - 1
-                         else time.time())
+  # Only now is anything written: the workdirs, each held by this process
+  # (process 0 of a multi-process run) until the run ends.
+  with contextlib.ExitStack() as held:
+    if parallel.is_main():
+      for _, stage_dir in chain:
+        _make_dir(stage_dir)
+        held.enter_context(workdir_lib.Lock(stage_dir))
+    for i, ((stage, stage_dir), setup) in enumerate(zip(chain, setups)):
+      if len(chain) > 1:
+        logging.info("stage %d/%d: %s in %s%s", i + 1, len(chain), stage.method, stage_dir,
+                     f", from the previous stage's {stage.init_scope}" if i else "")
+      results = _run_stage(stage, stage_dir, setup, start_time if i == len(chain) - 1
+                           else time.time())
+  return results
+
+
+def _make_dir(path: pathlib.Path):
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise errors.disk_error(e, f"creating the workdir {str(path)!r}") or e from None
+
+
+def _finished(config, workdir: pathlib.Path):
+  """The saved results of a run that has finished, unless asked to evaluate it again."""
+  path = workdir / "results.json"
+  if config.reevaluate or not path.exists():
+    return None
+  try:
+    results = json.loads(path.read_text())
+  except json.JSONDecodeError:
+    return None  # cut short by a kill: evaluate again
+  logging.info("run %r in %s has finished: test accuracy %.4f (EMA), from %s; "
+               "--config.reevaluate=True evaluates it again", config.name, workdir,
+               results.get("test_accuracy_ema", float("nan")), path)
   return results
 
 
@@ -345,24 +395,35 @@ def _run_stage(config, workdir: pathlib.Path, setup: Setup, start_time: float) -
   """One checked stage: writes its config and split, trains or evaluates."""
   is_main = parallel.is_main()
   dataset, split, method = setup.dataset, setup.split, setup.method
-  if is_main:
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(config_lib.to_json(config))
-    _write_json(workdir / "split.json", {
-        "dataset": dataset.name, "num_classes": dataset.num_classes,
-        "image_shape": list(dataset.image_shape), **split.to_json()})
-  with _LogFile(workdir / "log.txt") if is_main else contextlib.nullcontext():
-    logging.info("run %r: method %s, %s, %s with %d labeled / %d unlabeled train "
-                 "images, %d devices (%s)", config.name, config.method,
-                 f"model {config.model.name}" if method.trains else "no training",
-                 dataset.name, split.labeled.size, split.unlabeled.size, setup.mesh.size,
-                 jax.devices()[0].device_kind)
-    if split.validation.size:
-      logging.info("holding out %d train images as a validation set: their labels are "
-                   "used for monitoring only, never for training", split.validation.size)
-    if not method.trains:
-      return _evaluate_nonparametric(config, workdir, setup, is_main)
-    return _train(config, workdir, setup, is_main, start_time)
+  finished = _finished(config, workdir)
+  if finished is not None:
+    return finished
+  try:
+    if is_main:
+      (workdir / "config.json").write_text(config_lib.to_json(config))
+      _write_json(workdir / "split.json", {
+          "dataset": dataset.name, "num_classes": dataset.num_classes,
+          "image_shape": list(dataset.image_shape), **split.to_json()})
+    with _LogFile(workdir / "log.txt") if is_main else contextlib.nullcontext() as log:
+      logging.info("run %r: method %s, %s, %s with %d labeled / %d unlabeled train "
+                   "images, %d devices (%s)", config.name, config.method,
+                   f"model {config.model.name}" if method.trains else "no training",
+                   dataset.name, split.labeled.size, split.unlabeled.size, setup.mesh.size,
+                   jax.devices()[0].device_kind)
+      if split.validation.size:
+        logging.info("holding out %d train images as a validation set: their labels are "
+                     "used for monitoring only, never for training", split.validation.size)
+      if not method.trains:
+        return _evaluate_nonparametric(config, workdir, setup, is_main)
+      return _train(config, workdir, setup, is_main, start_time,
+                    log.start if log is not None else None)
+  except DiskError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    disk = errors.disk_error(e, f"writing the run's files in {str(workdir)!r}")
+    if disk is None:
+      raise
+    raise disk from None
 
 
 class Clock:
@@ -420,24 +481,24 @@ class _MetricLog:
     self.pending.append(metrics)
 
   def flush(self, step: int):
-    # Fetching the metrics syncs with the device; it also guarantees no NaN
-    # state is ever checkpointed (every checkpoint step is a flush).
+    # Fetching the metrics syncs with the device. Every checkpoint step is a
+    # flush, and each step's flag is checked here: no diverged state is saved.
     pending, self.pending = self.pending, []
+    bad = min(int(m.pop(BAD_STEP)) for m in pending)
     means = _window_means(pending)
-    if not np.isfinite(means["loss"]):
-      losses = [float(m["loss"]) for m in pending]
-      first = next(i for i, loss in enumerate(losses) if not np.isfinite(loss))
+    if bad != NO_BAD_STEP or not np.isfinite(means["loss"]):
       per_call = self.config.steps_per_dispatch
-      bad_step = step - (len(pending) - 1 - first) * per_call  # the call that returned it
+      # The loss of that very step when one call is one step, else the window's mean.
+      loss = (float(pending[bad - (step - len(pending)) - 1]["loss"])
+              if bad != NO_BAD_STEP and per_call == 1 else means["loss"])
+      what = f"loss became {loss}" if not np.isfinite(loss) else "the gradient became not finite"
       last = self.ckpt.latest_step()
       raise TrainingError(
-          f"loss became {losses[first]} at step {bad_step}"
-          + (f" (a mean over steps {bad_step - per_call + 1}-{bad_step})" if per_call > 1
-             else "")
-          + "; stopped without saving. "
-          + (f"The checkpoints in {self.workdir / 'checkpoints'} are untouched (last: step "
-             f"{last}); " if last is not None else "No checkpoint was saved before it; ")
-          + "lower optim.lr or check the data.")
+          f"training diverged at step {bad if bad != NO_BAD_STEP else step}: {what}; "
+          "stopped without saving. "
+          + (f"The checkpoints in {self.workdir / 'checkpoints'} are untouched (last good: "
+             f"step {last}); " if last is not None else "No checkpoint was saved before it; ")
+          + "lower optim.lr (or set optim.grad_clip) or check the data.")
     rate = self.clock.close_window()
     total = self.config.num_steps
     remaining = (total - step) * self.clock.images_per_step / rate if rate else 0
@@ -513,7 +574,12 @@ def _restore_or_init(config, setup, tx, ckpt, start_time) -> Tuple[TrainState, C
   # Times accumulate over sittings: a resumed run reports its whole cost.
   clock = Clock(setup.method.images_per_step, start_time=start_time)
   if ckpt.latest_step() is not None:
-    state, extra = ckpt.restore(state)
+    try:
+      state, extra = ckpt.restore(state)
+    except (ValueError, KeyError, TypeError) as e:
+      raise WorkdirError(f"the checkpoints in {ckpt.directory} do not fit this config's "
+                         f"model and optimizer ({str(e).splitlines()[0][:200]}); use another "
+                         "--workdir") from None
     state = parallel.put_replicated(state, setup.mesh)
     clock.train_seconds = float(extra.get("train_seconds", 0.0))
     clock.earlier_wall_seconds = float(extra.get("wall_seconds", 0.0))
@@ -544,13 +610,16 @@ def _build_evaluators(config, setup, data, eval_sets) -> Dict[str, evaluate.Eval
   return evaluate.build(config, ctx)
 
 
-def _train(config, workdir, setup, is_main, start_time) -> Dict:
+def _train(config, workdir, setup, is_main, start_time, log_start=None) -> Dict:
   tx, schedule = optim.make(config.optim, config.num_steps,
                             frozen_encoder=config.freeze_encoder)
   # Every process takes part in saving (Orbax coordinates them: process 0
   # writes the metadata, one copy of each replicated array is written).
   ckpt = checkpoint.Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
   state, clock = _restore_or_init(config, setup, tx, ckpt, start_time)
+  if is_main:  # the logs of steps the checkpoint does not hold are computed again
+    workdir_lib.cut_back(workdir, int(state.step), log_start,
+                         final=int(state.step) >= config.num_steps)
   t = time.time()
   host_data = _prepare_data(setup)
   prepare_seconds = time.time() - t
@@ -581,11 +650,21 @@ def _train(config, workdir, setup, is_main, start_time) -> Dict:
       if step % config.checkpoint_every == 0 or last:
         ckpt.save(step, state, train_seconds=np.float64(clock.train_seconds),
                   wall_seconds=np.float64(clock.wall_seconds()))
+  except Exception as e:  # pylint: disable=broad-except
+    disk = e if isinstance(e, DiskError) else errors.disk_error(
+        e, f"writing the run's logs in {str(workdir)!r}")
+    if disk is None:
+      raise
+    last = ckpt.latest_step()
+    raise DiskError(f"{disk}. The checkpoints saved so far are kept: the same command then "
+                    + (f"resumes from step {last}" if last is not None else "starts over")
+                    ) from None
   finally:
-    # Waits for an async save in flight, also when training stops on an error,
-    # so that no checkpoint is left half-written by this process.
-    ckpt.wait()
-    ckpt.close()
+    # Waits for a save in flight, also when training stops on an error, so
+    # that no checkpoint is left half-written by this process.
+    with contextlib.suppress(Exception):
+      ckpt.wait()
+      ckpt.close()
 
   return _finish(config, workdir, setup, is_main, state, clock, prepare_seconds, host_data,
                  evaluations, writer)

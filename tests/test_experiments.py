@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from experiments import pseudo_labels, report
+from mnist_ten.errors import MnistTenError
 from tests.conftest import ROOT
 
 
@@ -55,12 +56,12 @@ def test_summary_pools_folders_joined_by_plus_and_names_the_seeds(tmp_path, caps
   assert rows[2].startswith("| default (lr=0.1) | mnist |")  # named by its =LABEL
   # Not pooled: another dataset, another override, the same draw twice.
   _finished(tmp_path / "c" / "seed_2", 2, 0.5, dataset="fashion_mnist")
-  with pytest.raises(SystemExit, match="the runs are of"):
+  with pytest.raises(MnistTenError, match="the runs are of"):
     summarize.main([f"{tmp_path / 'a'}+{tmp_path / 'c'}"])
   _finished(tmp_path / "d" / "seed_3", 3, 0.5, lr=0.2)
-  with pytest.raises(SystemExit, match="differ in optim.lr"):
+  with pytest.raises(MnistTenError, match="differ in optim.lr"):
     summarize.main([f"{tmp_path / 'a'}+{tmp_path / 'd'}"])
-  with pytest.raises(SystemExit, match=r"label seed\(s\) \[0, 1\] appear twice"):
+  with pytest.raises(MnistTenError, match=r"label seed\(s\) \[0, 1\] appear twice"):
     summarize.main([f"{tmp_path / 'a'}+{tmp_path / 'a'}"])
   # A row restored from a table.csv has no config.json: it pools with any.
   (tmp_path / "d" / "seed_3" / "config.json").unlink()
@@ -68,7 +69,7 @@ def test_summary_pools_folders_joined_by_plus_and_names_the_seeds(tmp_path, caps
   assert "| default | mnist | 5 | 0-1,3 | 73.33 ± 20.82 |" in capsys.readouterr().out
   _finished(tmp_path / "e" / "seed_4", 4, 0.5, config="fixmatch")
   (tmp_path / "e" / "seed_4" / "config.json").unlink()
-  with pytest.raises(SystemExit, match="the runs are of"):
+  with pytest.raises(MnistTenError, match="the runs are of"):
     summarize.main([f"{tmp_path / 'a'}+{tmp_path / 'e'}"])
 
 
@@ -202,7 +203,7 @@ def test_time_to_accuracy_refuses_a_workdir_that_holds_a_run(toy_config, tmp_pat
   # A run there would resume, and the time would not be from scratch.
   from experiments import speed
   (tmp_path / "config.json").write_text("{}")
-  with pytest.raises(ValueError, match="not empty"):
+  with pytest.raises(MnistTenError, match="not empty"):
     speed.time_to_accuracy(toy_config, target=0.5, eval_every=2, label_seed=0,
                            workdir=tmp_path)
   assert (tmp_path / "config.json").read_text() == "{}"
@@ -236,9 +237,9 @@ def test_time_to_accuracy_read_back_from_finished_runs(toy_config, tmp_path):
   assert 0 <= live["seconds_to_target"] - read["seconds_to_target"] < 2.0
   [never] = speed.time_to_target_of_runs(tmp_path, target=1.01)
   assert never["seconds_to_target"] is None
-  with pytest.raises(ValueError, match="no finished run"):
+  with pytest.raises(MnistTenError, match="no finished run"):
     speed.time_to_target_of_runs(tmp_path / "seed_7", target=0.5)
-  with pytest.raises(ValueError, match="no folder"):
+  with pytest.raises(MnistTenError, match="no folder"):
     speed.time_to_target_of_runs(tmp_path / "nowhere", target=0.5)
 
 
@@ -264,7 +265,7 @@ def test_manifest_rows_are_checked_against_their_folders(monkeypatch):
   from experiments import summarize, tables
   row = tables.ROWS["knn"]
   assert len(summarize.row_runs(row)) == 5
-  with pytest.raises(SystemExit, match="expected label seeds 0-2, the folders hold 0-4"):
+  with pytest.raises(MnistTenError, match="expected label seeds 0-2, the folders hold 0-4"):
     summarize.row_runs(tables.Row("knn", "knn", "0-2", row.commit, row.command))
   # A table edited by hand (or a row whose runs changed) is caught.
   text = "<!-- table:headline -->\n| config |\n<!-- /table -->"

@@ -119,9 +119,10 @@ def test_nan_loss_stops_without_saving(toy_config, tmp_path):
   train.train_and_evaluate(toy_config, tmp_path / "ok")  # a healthy run for contrast
   toy_config.optim.lr = 1e30
   toy_config.optim.name = "sgd"
-  with pytest.raises(TrainingError, match=r"loss became (nan|inf|-inf) at step ") as failure:
+  with pytest.raises(TrainingError, match=r"diverged at step \d+: loss became (nan|inf|-inf)"
+                     ) as failure:
     train.train_and_evaluate(toy_config, tmp_path / "nan")
-  bad_step = int(str(failure.value).split("at step ")[1].split(";")[0])
+  bad_step = int(str(failure.value).split("at step ")[1].split(":")[0])
   assert 1 <= bad_step <= 3
   # NaN within the first log window: no checkpoint was saved, and it says so.
   assert "No checkpoint was saved before it" in str(failure.value)
