@@ -61,7 +61,6 @@ def _parse_flags(argv):
     errors.fail(_explain(e))
 
 
-@errors.guard
 def main(argv):
   if len(argv) > 1:
     errors.fail(f"unexpected arguments: {argv[1:]}")
@@ -89,4 +88,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=_parse_flags)
+  app.run(errors.guard(main), flags_parser=_parse_flags)

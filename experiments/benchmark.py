@@ -104,7 +104,6 @@ def _write(out):
   print(f"wrote {path}")
 
 
-@errors.guard
 def main(argv):
   del argv
   machine = {"platform": platform.platform(), "cpu_count": os.cpu_count(),
@@ -182,4 +181,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(errors.guard(main))

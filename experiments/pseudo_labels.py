@@ -105,7 +105,6 @@ def layer_graphs(workdir: pathlib.Path) -> dict:
   return out
 
 
-@errors.guard
 def main(argv):
   if len(argv) != 2:
     raise app.UsageError("usage: pseudo_labels.py RUN_WORKDIR [--threshold=0.95] [--layers]")
@@ -118,4 +117,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(errors.guard(main))

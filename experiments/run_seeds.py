@@ -81,7 +81,6 @@ def run(config, seeds, out) -> List[dict]:
   return rows
 
 
-@errors.guard
 def main(argv):
   del argv
   logging.get_absl_handler().addFilter(train.OwnLogs())
@@ -91,4 +90,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(errors.guard(main))

@@ -127,7 +127,6 @@ def stale_blocks():
   return stale
 
 
-@errors.guard
 def main(args):
   if not args:
     errors.fail("name a table (--table=NAME), --write, --check or run folders:\n" + __doc__)
@@ -162,4 +161,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-  main(sys.argv[1:])
+  errors.guard(main)(sys.argv[1:])

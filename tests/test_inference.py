@@ -16,7 +16,7 @@ def test_load_classifier_reproduces_the_reported_accuracy(toy_config, tmp_path):
   assert labels.shape == (100,) and probs.shape == (100, 10)
   np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
   assert np.mean(labels == test.test_labels) == pytest.approx(results["test_accuracy_ema"])
-  with pytest.raises(ValueError, match="images must be"):
+  with pytest.raises(ValueError, match="takes 24x24 images, these are 28x28"):
     clf(np.zeros((2, 28, 28, 1)))
   # No images: every output empty, with the shapes and structure of one.
   none = test.test_images[:0]
@@ -85,5 +85,5 @@ def test_float_images_outside_zero_one_are_refused(toy_config, tmp_path):
   labels, _ = clf(test.test_images.astype(np.float32) / 255.0)  # floats in [0, 1]: fine
   assert np.array_equal(labels, clf(test.test_images)[0])
   with pytest.raises(ValueError, match=r"float images must lie in \[0, 1\], these lie in "
-                                       r"\[0, 255\]: divide them by 255"):
+                                       r"\[0, 255\]: pass scale=255"):
     clf(test.test_images.astype(np.float32))

@@ -176,14 +176,14 @@ def test_a_real_full_disk_is_one_message_and_leaves_no_temporary_folder(
 
 
 @pytest.mark.skipif(sys.platform != "linux" or os.geteuid() != 0, reason="needs root to mount")
-def test_a_read_only_disk_is_one_line_from_the_launcher(tmp_path, mnist_data_overrides):
+def test_a_read_only_disk_is_one_line_from_the_launcher(tmp_path, toy_idx_dir):
   disk = tmp_path / "ro"
   _mount_tmpfs(disk, "1m")
   try:
     subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
-    overrides = [f"--config.data.{k}={v}" for k, v in mnist_data_overrides.items()]
     out = subprocess.run([sys.executable, "launch.py", "--config=configs/knn.py",
-                          f"--workdir={disk / 'run'}", *overrides], cwd=ROOT,
+                          f"--workdir={disk / 'run'}", "--config.data.name=toy",
+                          f"--config.data.idx_dir={toy_idx_dir}"], cwd=ROOT,
                          capture_output=True, text=True, timeout=300,
                          env={**os.environ, "MNIST_TEN_CACHE": str(tmp_path / "cache")})
   finally:
