@@ -43,9 +43,14 @@ class _DropOrbaxErrors(py_logging.Filter):
     return not (record.levelno >= py_logging.ERROR and "orbax" in record.pathname)
 
 
-class _DropUnretrieved(py_logging.Filter):
-  def filter(self, record):  # asyncio's "Future exception was never retrieved"
-    return "never retrieved" not in record.getMessage()
+class _DropMessage(py_logging.Filter):
+
+  def __init__(self, text: str):
+    super().__init__()
+    self.text = text
+
+  def filter(self, record):
+    return self.text not in record.getMessage()
 
 
 def _quiet_hook(*_):
@@ -58,7 +63,8 @@ def _quiet_failures():
   traceback (dozens of them); the failure itself reaches the caller as one
   exception, so their echoes are dropped while it is handled."""
   saved = threading.excepthook, sys.unraisablehook
-  drop, unretrieved = _DropOrbaxErrors(), _DropUnretrieved()
+  drop = _DropOrbaxErrors()
+  unretrieved = _DropMessage("never retrieved")  # asyncio's "Future exception was ..."
   logging.get_absl_logger().addFilter(drop)
   py_logging.getLogger("asyncio").addFilter(unretrieved)
   threading.excepthook, sys.unraisablehook = _quiet_hook, _quiet_hook
@@ -79,7 +85,9 @@ def _quiet_failures():
 
 
 def _first_line(e: BaseException) -> str:
-  return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+  # TensorStore appends its whole spec ("See full TensorStore details: ...").
+  text = str(e).split(" See full TensorStore details")[0].strip()
+  return (text.splitlines() or [type(e).__name__])[0][:160]
 
 
 class Checkpointer:
@@ -87,13 +95,25 @@ class Checkpointer:
   def __init__(self, directory, *, keep: int = 2, read_only: bool = False):
     self.directory = pathlib.Path(directory)
     self._read_only = read_only
+    quiet = _DropMessage("Given directory is read only")  # a reader means it
+    logging.get_absl_logger().addFilter(quiet)
+    try:
+      self._manager = self._make_manager(directory, keep, read_only)
+    finally:
+      logging.get_absl_logger().removeFilter(quiet)
+
+  @staticmethod
+  def _make_manager(directory, keep, read_only):
     # Synchronous saves: a failed write (a full disk) is raised by `save`
     # itself, at the step that made it, not by some later call.
-    self._manager = ocp.CheckpointManager(
+    return ocp.CheckpointManager(
         pathlib.Path(directory).absolute(),
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=not read_only, read_only=read_only,
-            cleanup_tmp_directories=not read_only, enable_async_checkpointing=False))
+            # A reader's options as Orbax sets them itself (it warns otherwise).
+            max_to_keep=None if read_only else keep,
+            save_interval_steps=0 if read_only else 1, create=not read_only,
+            read_only=read_only, cleanup_tmp_directories=not read_only,
+            enable_async_checkpointing=False))
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
