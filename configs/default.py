@@ -79,6 +79,7 @@ def get_config(arg=None):
     c = later
   c.name = "default" + (f":{arg}" if arg else "")
   if "quick" in flags:
+    c.data.num_unlabeled = 5000  # the graph and its features over 5,000 images: seconds
     stage = c
     while stage.get("method"):
       config_lib.shorten(stage, num_steps=20, batch_size=8)

@@ -91,4 +91,5 @@ def get_config(arg=None):
     if probe == "propagate":
       c.batch_size = 8
       c.propagate.iterations = 50
+      c.data.num_unlabeled = 5000  # the graph over 5,000 images: seconds
   return c

@@ -42,6 +42,7 @@ def base() -> ml_collections.ConfigDict:
       label_seed=0,         # which examples are labeled
       labeled_indices=(),   # explicit train indices; overrides the draw
       validation_size=0,    # train images held out, labels for monitoring only
+      num_unlabeled=0,      # > 0: a draw of that many unlabeled images; 0: all
       hflip="auto",         # whether horizontal flips keep labels: auto|true|false
   ))
   c.model = model_config("resnet")
@@ -142,6 +143,11 @@ def validate(config):
 EVAL_KEYS = ("evals", "eval_report", "eval_median_of", "plots")
 
 
+# Keys added later with defaults that compute what runs before them computed.
+ADDED_KEYS = ("reevaluate",)
+ADDED_DATA_KEYS = ("num_unlabeled",)
+
+
 def from_saved(saved: dict) -> ml_collections.ConfigDict:
   """A run's config.json as a ConfigDict, with the keys added since it was
   written at their defaults (runs from before `config.evals` evaluated with
@@ -151,9 +157,12 @@ def from_saved(saved: dict) -> ml_collections.ConfigDict:
   stage = config
   while stage is not None:  # every stage of a multi-stage run
     with stage.unlocked():
-      for key in EVAL_KEYS:
+      for key in (*EVAL_KEYS, *ADDED_KEYS):
         if key not in stage:
           stage[key] = defaults[key]
+      for key in ADDED_DATA_KEYS:
+        if "data" in stage and key not in stage.data:
+          stage.data[key] = defaults.data[key]
       if "eval_with" in stage:
         if stage.eval_with == "knn":
           stage.evals = ml_collections.ConfigDict({"knn": {"every": 0}})

@@ -57,7 +57,8 @@ class Parts:
         labels_per_class=config.data.labels_per_class,
         label_seed=config.data.label_seed,
         labeled_indices=tuple(config.data.labeled_indices),
-        validation_size=config.data.validation_size)
+        validation_size=config.data.validation_size,
+        num_unlabeled=config.data.num_unlabeled)
     ctx = methods.Context(num_classes=dataset.num_classes,
                           hflip_allowed=datasets.hflip_allowed(config.data),
                           image_shape=dataset.image_shape)

@@ -15,18 +15,25 @@ from mnist_ten.errors import DataError
 @dataclasses.dataclass(frozen=True)
 class Split:
   labeled: np.ndarray     # indices into the train split, sorted by class draw order
-  unlabeled: np.ndarray   # every train index that is neither labeled nor held out
+  unlabeled: np.ndarray   # the train indices neither labeled nor held out (or a subset)
   validation: np.ndarray  # held-out indices whose labels serve monitoring only
+  subset: bool = False    # `unlabeled` is a draw of them (data.num_unlabeled)
 
   def to_json(self) -> dict:
-    return {"labeled": self.labeled.tolist(), "validation": self.validation.tolist(),
-            "num_unlabeled": int(self.unlabeled.size)}
+    out = {"labeled": self.labeled.tolist(), "validation": self.validation.tolist(),
+           "num_unlabeled": int(self.unlabeled.size)}
+    if self.subset:
+      out["unlabeled"] = self.unlabeled.tolist()
+    return out
 
   @classmethod
   def from_json(cls, record: dict, num_train: int) -> "Split":
     """The split that `to_json` wrote, for a train split of `num_train` images."""
     labeled = np.asarray(record["labeled"], np.int64)
     validation = np.asarray(record["validation"], np.int64)
+    if "unlabeled" in record:
+      return cls(labeled=labeled, unlabeled=np.asarray(record["unlabeled"], np.int64),
+                 validation=validation, subset=True)
     taken = np.zeros(num_train, bool)
     taken[labeled] = True
     taken[validation] = True
@@ -53,7 +60,9 @@ def draw_labeled(labels: np.ndarray, num_classes: int, labels_per_class: int,
 
 def make_split(labels: np.ndarray, num_classes: int, *, labels_per_class: int,
                label_seed: int, labeled_indices: Sequence[int] = (),
-               validation_size: int = 0) -> Split:
+               validation_size: int = 0, num_unlabeled: int = 0) -> Split:
+  """num_unlabeled > 0 keeps a draw of that many unlabeled images (fast smoke
+  runs, learning curves in the amount of unlabeled data); 0 keeps them all."""
   n = labels.shape[0]
   if isinstance(label_seed, bool) or not isinstance(label_seed, numbers.Integral) or label_seed < 0:
     raise DataError(f"data.label_seed={label_seed!r} must be a whole number >= 0 (it seeds "
@@ -82,4 +91,12 @@ def make_split(labels: np.ndarray, num_classes: int, *, labels_per_class: int,
   taken = np.zeros(n, bool)
   taken[labeled] = True
   taken[validation] = True
-  return Split(labeled=labeled, unlabeled=np.flatnonzero(~taken), validation=validation)
+  unlabeled = np.flatnonzero(~taken)
+  if num_unlabeled < 0:
+    raise DataError(f"data.num_unlabeled must be >= 0 (0: all), got {num_unlabeled}")
+  if 0 < num_unlabeled < unlabeled.size:
+    # Its own stream, as the validation draw's: the labels drawn stay the same.
+    unlabeled = np.sort(np.random.default_rng([label_seed, 2]).choice(
+        unlabeled, num_unlabeled, replace=False))
+    return Split(labeled=labeled, unlabeled=unlabeled, validation=validation, subset=True)
+  return Split(labeled=labeled, unlabeled=unlabeled, validation=validation)

@@ -204,7 +204,8 @@ def check_workdir(workdir: pathlib.Path, config):
                          "config.json; use another --workdir")
     return
   try:
-    saved = json.loads(saved_path.read_text())
+    # With the keys added since it was written at their defaults.
+    saved = config_lib.from_saved(json.loads(saved_path.read_text())).to_dict()
   except json.JSONDecodeError:
     raise WorkdirError(f"{saved_path} is not valid JSON; use another --workdir") from None
   diffs = config_lib.differences(saved, json.loads(config_lib.to_json(config)),

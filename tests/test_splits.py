@@ -68,3 +68,16 @@ def test_train_data_holds_no_unlabeled_labels():
   assert fields == {"labeled_images", "labeled_labels", "unlabeled_images",
                     "pseudo_labels", "pseudo_weights", "num_unlabeled"}
   assert input_pipeline.TrainData.__dataclass_fields__["pseudo_labels"].default is None
+
+
+def test_num_unlabeled_keeps_a_seeded_draw_and_the_same_labels():
+  full = splits.make_split(LABELS, 10, labels_per_class=1, label_seed=3)
+  sub = splits.make_split(LABELS, 10, labels_per_class=1, label_seed=3, num_unlabeled=100)
+  assert np.array_equal(sub.labeled, full.labeled) and sub.unlabeled.size == 100
+  assert np.isin(sub.unlabeled, full.unlabeled).all()
+  again = splits.make_split(LABELS, 10, labels_per_class=1, label_seed=3, num_unlabeled=100)
+  assert np.array_equal(again.unlabeled, sub.unlabeled)
+  back = splits.Split.from_json(sub.to_json(), LABELS.size)
+  assert np.array_equal(back.unlabeled, sub.unlabeled)
+  with pytest.raises(DataError, match="num_unlabeled must be >= 0"):
+    splits.make_split(LABELS, 10, labels_per_class=1, label_seed=3, num_unlabeled=-5)
