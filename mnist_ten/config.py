@@ -43,6 +43,8 @@ def base() -> ml_collections.ConfigDict:
       labeled_indices=(),   # explicit train indices; overrides the draw
       validation_size=0,    # train images held out, labels for monitoring only
       num_unlabeled=0,      # > 0: a draw of that many unlabeled images; 0: all
+      standardize=False,    # inputs minus the train images' mean, over their std
+      synthetic=ml_collections.ConfigDict(),  # a synthetic dataset's sizes and seed
       hflip="auto",         # whether horizontal flips keep labels: auto|true|false
   ))
   c.model = model_config("resnet")
@@ -59,6 +61,9 @@ def base() -> ml_collections.ConfigDict:
   c.ema_decay = 0.999  # 0 disables; evaluation reports EMA and raw weights
 
   c.num_steps = 1000
+  # > 0: train this many epochs of the labeled set instead (num_steps, and
+  # any of log_every, eval_every, checkpoint_every left at 0, follow from it).
+  c.num_epochs = 0.0
   c.steps_per_dispatch = 1  # steps run inside one jit call (lax.scan)
   c.log_every = 100
   c.eval_every = 500
@@ -117,6 +122,29 @@ def check_preset(name: str, flags: set, options: dict, known_flags=(), known_opt
                       f"{sorted(set(known_flags) | {o + '=' for o in known_options})}")
 
 
+def steps_per_epoch(config, num_labeled: int) -> int:
+  """Steps that see `num_labeled` examples once, rounded up to whole dispatches."""
+  steps = -(-num_labeled // config.batch_size)
+  return -(-steps // config.steps_per_dispatch) * config.steps_per_dispatch
+
+
+def resolve_epochs(config, num_labeled: int):
+  """With `num_epochs` set: num_steps from it, and a log, an evaluation and
+  a checkpoint once per epoch where those are 0 (in place; the saved config
+  holds the steps)."""
+  if not config.get("num_epochs"):
+    return
+  if config.num_epochs < 0:
+    raise ConfigError(f"num_epochs must be >= 0 (0: num_steps counts), got {config.num_epochs}")
+  epoch = steps_per_epoch(config, num_labeled)
+  with config.unlocked():
+    dispatch = config.steps_per_dispatch
+    config.num_steps = max(1, int(round(config.num_epochs * epoch / dispatch))) * dispatch
+    for key in ("log_every", "eval_every", "checkpoint_every"):
+      if config[key] == 0:
+        config[key] = epoch
+
+
 def validate(config):
   """Checks values whose errors would otherwise surface deep inside training."""
   positive = ["num_steps", "steps_per_dispatch", "log_every", "eval_every",
@@ -144,8 +172,8 @@ EVAL_KEYS = ("evals", "eval_report", "eval_median_of", "plots")
 
 
 # Keys added later with defaults that compute what runs before them computed.
-ADDED_KEYS = ("reevaluate",)
-ADDED_DATA_KEYS = ("num_unlabeled",)
+ADDED_KEYS = ("reevaluate", "num_epochs")
+ADDED_DATA_KEYS = ("num_unlabeled", "standardize", "synthetic")
 
 
 def from_saved(saved: dict) -> ml_collections.ConfigDict:

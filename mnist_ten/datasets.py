@@ -17,6 +17,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from mnist_ten.errors import ConfigError, DataError
+from mnist_ten.registry import Registry
 
 # Datasets whose classes are not mirror-symmetric must never be flipped
 # (a flipped 2 or 7 is not a digit). Unknown datasets default to "no flips";
@@ -210,8 +211,55 @@ def load_tfds(name: str, data_dir=None, download: bool = True,
   return Dataset(name=name, num_classes=int(features["label"].num_classes), **arrays)
 
 
+# Datasets drawn from a seed, by name: fn(**data.synthetic) -> Dataset.
+SYNTHETIC: Registry = Registry("synthetic dataset")
+
+
+def points_to_pixels(points: np.ndarray) -> np.ndarray:
+  """Points of [-1, 1]^2 as the [N, 1, 1, 2] uint8 "images" every model and
+  method reads: 256 levels an axis, split at 0 between levels 127 and 128,
+  so that a point's side of each axis (its quadrant) is kept exactly."""
+  levels = np.floor((np.asarray(points, np.float64) + 1.0) * 128.0)
+  return np.clip(levels, 0, 255).astype(np.uint8).reshape(-1, 1, 1, 2)
+
+
+def pixels_to_points(pixels: np.ndarray) -> np.ndarray:
+  """The centres of the levels `points_to_pixels` gave: [N, 2] in [-1, 1]."""
+  return (np.asarray(pixels, np.float64).reshape(-1, 2) + 0.5) / 128.0 - 1.0
+
+
+@SYNTHETIC.register("quadrants")
+def quadrants(num_train: int = 4000, num_test: int = 4000, seed: int = 0) -> Dataset:
+  """Points uniform in [-1, 1]^2; the class is the quadrant: 0 for x < 0,
+  y < 0; 1 for x < 0, y >= 0; 2 for x >= 0, y < 0; 3 for x >= 0, y >= 0.
+  Train and test are drawn separately from one seed."""
+  if num_train < 4 or num_test < 1:
+    raise ConfigError(f"data.synthetic: quadrants needs num_train >= 4 and num_test >= 1, "
+                      f"got {num_train} and {num_test}")
+  rng = np.random.default_rng(seed)
+
+  def draw(n):
+    points = rng.uniform(-1.0, 1.0, (n, 2))
+    labels = 2 * (points[:, 0] >= 0) + (points[:, 1] >= 0)
+    return points_to_pixels(points), labels.astype(np.int32)
+  (train_x, train_y), (test_x, test_y) = draw(num_train), draw(num_test)
+  return Dataset("quadrants", train_x, train_y, test_x, test_y, num_classes=4)
+
+
+def is_points(dataset_or_shape) -> bool:
+  """Whether the data are 2-D points (no image to augment), not images."""
+  shape = getattr(dataset_or_shape, "image_shape", dataset_or_shape)
+  return tuple(shape)[:2] == (1, 1)
+
+
 def load(data_config) -> Dataset:
-  """Loads `data_config.name`: IDX dir if given, else the array cache, else TFDS."""
+  """Loads `data_config.name`: a synthetic dataset by name, else the IDX dir
+  if given, else the array cache, else TFDS."""
+  if data_config.name in SYNTHETIC:
+    try:
+      return SYNTHETIC.get(data_config.name)(**dict(data_config.get("synthetic", {})))
+    except TypeError as e:
+      raise ConfigError(f"data.synthetic for {data_config.name!r}: {e}") from None
   if data_config.idx_dir:
     return load_idx_dir(data_config.idx_dir, data_config.name)
   cache_dir = data_config.cache_dir or default_cache_dir()

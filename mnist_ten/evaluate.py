@@ -117,6 +117,7 @@ class EvalContext:
   num_classes: int
   batch_size: int
   sharding: Any  # batch-sharded over the mesh, or None
+  steps_per_epoch: int = 0  # of the labeled set, for evaluators that count epochs
   _head_probs: Optional[Callable] = None
 
   @property
@@ -137,8 +138,9 @@ class EvalRound:
   """One evaluation: the weights under test by tag, a memo shared by the
   evaluators, and each evaluator's per-image predictions (for plots)."""
 
-  def __init__(self, weights: Dict[str, Any]):
+  def __init__(self, weights: Dict[str, Any], step: int = 0):
     self.weights = weights
+    self.step = step
     self._memo = {}
     # (evaluator name, "<set>_<tag>") -> (predicted class [N], confidence [N])
     self.predictions: Dict[Tuple[str, str], Tuple[np.ndarray, np.ndarray]] = {}
@@ -211,6 +213,43 @@ class Vote(Head):
 
   def scores(self, rnd, tag, eval_set):
     return super().scores(rnd, tag, eval_set) + self.votes[eval_set.name]
+
+
+@EVALUATORS.register("batches")
+class Batches(Evaluator):
+  """The head's accuracy on a few fixed batches of the labeled train images
+  and of each eval set: a cheap curve of training and test accuracy, logged
+  as a course's printout, `[epoch][batch] -> x% training accuracy y% testing
+  accuracy`. Options: batches (5), of eval_batch_size images each."""
+
+  def __init__(self, name, cfg, ctx):
+    super().__init__(name, cfg, ctx)
+    count = int(cfg.get("batches", 5))
+    if count < 1:
+      raise ConfigError(f"evals.{name}.batches={count} must be >= 1")
+    rng = np.random.default_rng(0)
+
+    def pick(n):  # the same images at every evaluation: a smooth curve
+      return np.sort(rng.choice(n, min(n, count * ctx.batch_size), replace=False))
+    train = pick(ctx.labeled_images.shape[0])
+    self.sets = [("train", ctx.labeled_images[train], np.asarray(ctx.labeled_labels)[train])]
+    for eval_set in ctx.eval_sets:
+      some = pick(eval_set.labels.shape[0])
+      self.sets.append((eval_set.name, eval_set.images[some], eval_set.labels[some]))
+
+  def __call__(self, rnd):
+    out = {}
+    for set_name, images, labels in self.sets:
+      for tag in rnd.weights:
+        predicted = self.ctx.head_probs(rnd.weights[tag], images).argmax(-1)
+        out[f"{set_name}_{tag}"] = classification_metrics(labels, predicted,
+                                                          self.ctx.num_classes)
+    tag = "raw" if "raw" in rnd.weights else next(iter(rnd.weights), None)
+    if tag is not None and "test_" + tag in out:
+      epoch, batch = divmod(rnd.step, max(self.ctx.steps_per_epoch, 1))
+      logging.info("[%d][%d] -> %.1f%% training accuracy %.1f%% testing accuracy", epoch, batch,
+                   100 * out["train_" + tag]["accuracy"], 100 * out["test_" + tag]["accuracy"])
+    return out
 
 
 @EVALUATORS.register("knn")

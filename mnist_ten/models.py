@@ -44,12 +44,15 @@ class Classifier(nn.Module):
   num_classes: int
   aux_widths: Sequence[int] = ()
   frozen_encoder: bool = False
+  standardize: Sequence[float] = ()  # (mean, std) of the train pixels, when inputs are standardised
 
   def setup(self):
     self.head = nn.Dense(self.num_classes)
     self.aux_head = MLPHead(tuple(self.aux_widths)) if self.aux_widths else None
 
   def __call__(self, x, train: bool = False, output: str = "logits"):
+    if self.standardize:  # inside the model: whoever loads it feeds [0, 1] pixels as ever
+      x = (x - self.standardize[0]) / self.standardize[1]
     features = self.encoder(x, train=train and not self.frozen_encoder)
     if self.frozen_encoder:
       features = jax.lax.stop_gradient(features)
@@ -180,7 +183,7 @@ def build(model_config, num_classes: int, *, aux_widths=(),
           frozen_encoder: bool = False) -> Classifier:
   """A `Classifier` around the encoder `model_config.name`, built with the
   remaining fields as keyword arguments."""
-  kwargs = {k: v for k, v in model_config.items() if k != "name"}
+  kwargs = {k: v for k, v in model_config.items() if k not in ("name", "standardize")}
   if kwargs.get("kernel_grad", "auto") not in layers.KERNEL_GRADS:
     raise ConfigError(f"model {model_config.name!r}: kernel_grad must be one of "
                       f"{layers.KERNEL_GRADS}, got {kwargs['kernel_grad']!r}")
@@ -189,4 +192,5 @@ def build(model_config, num_classes: int, *, aux_widths=(),
     encoder = factory(**kwargs)
   except TypeError as e:
     raise ConfigError(f"model {model_config.name!r}: {e}") from None
-  return Classifier(encoder, num_classes, tuple(aux_widths), frozen_encoder)
+  return Classifier(encoder, num_classes, tuple(aux_widths), frozen_encoder,
+                    tuple(model_config.get("standardize", ())))

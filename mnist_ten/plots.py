@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mnist_ten import datasets
 from mnist_ten import errors
 from mnist_ten import evaluate
 from mnist_ten import inference
@@ -43,6 +44,8 @@ class RunView:
   predictions: Optional[Tuple[np.ndarray, np.ndarray]] = None
   features: Optional[Callable[[], np.ndarray]] = None
   report: str = ""
+  # The trained network (EMA weights): uint8 images -> class probabilities.
+  classify: Optional[Callable[[np.ndarray], np.ndarray]] = None
 
   @property
   def test_images(self) -> np.ndarray:
@@ -91,8 +94,9 @@ def wrong_indices(labels: np.ndarray, predicted: np.ndarray, confidence: np.ndar
 
 @PLOTS.register("wrong_predictions")
 def wrong_predictions(run: RunView):
-  """Misclassified test images with true and predicted class and confidence."""
-  if run.predictions is None:
+  """Misclassified test images with true and predicted class and confidence
+  (images only: 2-D points show theirs in decision_regions)."""
+  if run.predictions is None or datasets.is_points(run.parts.image_shape):
     return None
   predicted, confidence = run.predictions
   idx = wrong_indices(run.test_labels, predicted, confidence)
@@ -183,9 +187,9 @@ def losses(run: RunView):
 
 @PLOTS.register("views")
 def views(run: RunView):
-  """A grid of the views the method trains on (`Method.views`)."""
+  """A grid of the views the method trains on (`Method.views`; images only)."""
   parts = run.parts
-  if not parts.method.trains:
+  if not parts.method.trains or datasets.is_points(parts.image_shape):
     return None
   split, train_images = parts.split, parts.dataset.train_images
   n = 8
@@ -240,6 +244,39 @@ def samples(run: RunView):
     ax.hist(np.asarray(values), bins=40)
     ax.set_xlabel(name)
     ax.set_ylabel("count")
+  return fig
+
+
+@PLOTS.register("decision_regions")
+def decision_regions(run: RunView):
+  """2-D points only: the trained network's class over the whole square, the
+  test points in their true class's colour (mistakes crossed), the labeled
+  points as stars."""
+  if run.classify is None or not datasets.is_points(run.parts.image_shape):
+    return None
+  levels = np.arange(256, dtype=np.uint8)
+  grid = np.stack(np.meshgrid(levels, levels, indexing="ij"), -1).reshape(-1, 1, 1, 2)
+  regions = run.classify(grid).argmax(-1).reshape(256, 256)  # [x level, y level]
+  fig = _figure(6, 6)
+  ax = fig.add_subplot(1, 1, 1)
+  ax.imshow(regions.T, origin="lower", extent=(-1, 1, -1, 1), cmap="tab10", vmin=0, vmax=9,
+            alpha=0.3, interpolation="nearest")
+  points = datasets.pixels_to_points(run.test_images)
+  ax.scatter(points[:, 0], points[:, 1], c=run.test_labels, cmap="tab10", vmin=0, vmax=9, s=4)
+  if run.predictions is not None:
+    wrong = run.predictions[0] != run.test_labels
+    ax.scatter(points[wrong, 0], points[wrong, 1], marker="x", c="black", s=25,
+               label=f"{int(wrong.sum())} wrong")
+  labeled = run.parts.split.labeled
+  if labeled.size <= 100:
+    shown = datasets.pixels_to_points(run.parts.dataset.train_images[labeled])
+    ax.scatter(shown[:, 0], shown[:, 1], marker="*", s=250, c="white", edgecolors="black",
+               label="labeled")
+  ax.set_xlim(-1, 1)
+  ax.set_ylim(-1, 1)
+  ax.set_title("decision regions (EMA network) and the test points", fontsize=9)
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend(loc="upper right", fontsize=7)
   return fig
 
 
@@ -302,21 +339,28 @@ def draw_run(workdir, *, parts, round_=None, report: str = "", state=None, write
   predictions = None
   if round_ is not None:
     predictions = round_.predictions.get((report, "test_ema"))
-  feature_fn = None
+  network = None
   if state is not None and parts.model is not None:
-    feature_fn = _features(parts, jax.device_put(jax.tree.map(np.asarray,
-                                                              state.variables("ema"))))
+    network = _network(parts, jax.device_put(jax.tree.map(np.asarray, state.variables("ema"))))
   step = int(state.step) if state is not None else 0
-  return draw(RunView(workdir, parts, predictions, feature_fn, report), writer, step)
+  return draw(_view(workdir, parts, predictions, report, network), writer, step)
 
 
-def _features(parts, variables) -> Callable[[], np.ndarray]:
-  """The test images' encoder features, computed when a plot asks."""
-  classifier = inference.Classifier(
-      lambda x: parts.model.apply(variables, x, train=False), parts.image_shape,
+def _network(parts, variables) -> inference.Classifier:
+  return inference.Classifier(
+      lambda x: jax.nn.softmax(parts.model.apply(variables, x, train=False)), parts.image_shape,
       parts.num_classes,
       features_fn=lambda x: parts.model.apply(variables, x, train=False, output="features"))
-  return lambda: classifier.features(parts.dataset.test_images)
+
+
+def _view(workdir, parts, predictions, report, network=None) -> RunView:
+  """The RunView of a run; the test images' encoder features are computed
+  when a plot asks."""
+  if network is None:
+    return RunView(workdir, parts, predictions, None, report)
+  return RunView(workdir, parts, predictions,
+                 lambda: network.features(parts.dataset.test_images), report,
+                 classify=lambda images: network(images)[1])
 
 
 def redraw(workdir) -> List[pathlib.Path]:
@@ -330,7 +374,7 @@ def redraw(workdir) -> List[pathlib.Path]:
   dataset = parts.dataset
   if not parts.method.trains:  # nearest neighbour: the labeled examples are the model
     _, probs = inference.load_classifier(workdir)(dataset.test_images)
-    report, predictions, feature_fn = "predict", (probs.argmax(-1), probs.max(-1)), None
+    report, predictions, network = "predict", (probs.argmax(-1), probs.max(-1)), None
   else:
     variables = jax.device_put(run_lib.load_weights(workdir))
     report = results.get("report_eval") or evaluate.report_for(parts.config, parts.method)
@@ -347,10 +391,10 @@ def redraw(workdir) -> List[pathlib.Path]:
     evaluator = evaluate.build(parts.config, ctx, only=(report,))[report]
     rnd = evaluate.EvalRound({"ema": variables})
     evaluator(rnd)
-    predictions, feature_fn = rnd.predictions[(report, "test_ema")], _features(parts, variables)
+    predictions, network = rnd.predictions[(report, "test_ema")], _network(parts, variables)
   writer = MetricWriter(workdir)
   try:
-    return draw(RunView(workdir, parts, predictions, feature_fn, report), writer,
+    return draw(_view(workdir, parts, predictions, report, network), writer,
                 int(results.get("steps", 0)))
   finally:
     writer.close()
@@ -358,18 +402,12 @@ def redraw(workdir) -> List[pathlib.Path]:
 
 def main(argv):
   if len(argv) < 2:
-    print("usage: python -m mnist_ten.plots WORKDIR [WORKDIR ...]", file=sys.stderr)
-    return 2
+    errors.fail("usage: python -m mnist_ten.plots WORKDIR [WORKDIR ...]")
   logging.set_verbosity(logging.INFO)
   for workdir in argv[1:]:
-    try:
-      written = redraw(workdir)
-    except errors.MnistTenError as e:
-      print(f"error: {e}", file=sys.stderr)
-      return 2
-    print("\n".join(str(p) for p in written))
+    print("\n".join(str(p) for p in redraw(workdir)))
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv))
+  sys.exit(errors.guard(main)(sys.argv))

@@ -49,8 +49,10 @@ class Parts:
 
   @classmethod
   def from_config(cls, config, dataset: datasets.Dataset = None) -> "Parts":
-    """Everything checked before anything is written to the workdir."""
-    config_lib.validate(config)
+    """Everything checked before anything is written to the workdir. What
+    follows from the data is resolved into `config` in place, so that its
+    saved copy rebuilds the run: the steps of `num_epochs`, the input
+    statistics of `data.standardize`."""
     dataset = dataset or datasets.load(config.data)
     split = splits.make_split(
         dataset.train_labels, dataset.num_classes,
@@ -59,6 +61,11 @@ class Parts:
         labeled_indices=tuple(config.data.labeled_indices),
         validation_size=config.data.validation_size,
         num_unlabeled=config.data.num_unlabeled)
+    config_lib.resolve_epochs(config, split.labeled.size)
+    if config.data.standardize and "standardize" not in config.model:
+      with config.unlocked():
+        config.model.standardize = _train_statistics(dataset, split)
+    config_lib.validate(config)
     ctx = methods.Context(num_classes=dataset.num_classes,
                           hflip_allowed=datasets.hflip_allowed(config.data),
                           image_shape=dataset.image_shape)
@@ -95,6 +102,14 @@ class Parts:
     if self.method.unlabeled_batch_size and not self.split.unlabeled.size:
       raise ConfigError(f"method {self.config.method!r} needs unlabeled images but every "
                         "train image is labeled or held out")
+
+
+def _train_statistics(dataset, split) -> list:
+  """[mean, std] of the train images the run may see (labeled and unlabeled,
+  not the held-out or test ones), as floats in [0, 1] pixels: no label is read."""
+  seen = np.concatenate([split.labeled, split.unlabeled])
+  pixels = dataset.train_images[seen].astype(np.float64) / 255.0
+  return [float(pixels.mean()), max(float(pixels.std()), 1e-6)]
 
 
 def _open_checkpoints(workdir) -> checkpoint.Checkpointer:

@@ -543,7 +543,7 @@ class _Evaluations:
 
   def __call__(self, state: TrainState, step: int, final: bool = False) -> Dict[str, Dict]:
     eval_start = time.time()
-    rnd = evaluate.EvalRound({tag: state.variables(tag) for tag in ("ema", "raw")})
+    rnd = evaluate.EvalRound({tag: state.variables(tag) for tag in ("ema", "raw")}, step)
     out = {name: self.evaluators[name](rnd) for name in
            evaluate.due(self.evaluators, step, final)}
     self.last_round = rnd
@@ -607,7 +607,8 @@ def _build_evaluators(config, setup, data, eval_sets) -> Dict[str, evaluate.Eval
       model=setup.model, method=setup.method, eval_sets=eval_sets,
       labeled_images=data.labeled_images, labeled_labels=data.labeled_labels,
       num_classes=setup.dataset.num_classes, batch_size=config.eval_batch_size,
-      sharding=parallel.batch_sharded(setup.mesh))
+      sharding=parallel.batch_sharded(setup.mesh),
+      steps_per_epoch=config_lib.steps_per_epoch(config, setup.split.labeled.size))
   return evaluate.build(config, ctx)
 
 

@@ -10,8 +10,12 @@ import pytest
 from tests.conftest import ROOT
 
 CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py") if not p.stem.startswith("_"))
+# Configs whose presets name one of several systems: a smoke run of each kind.
+SYSTEMS = {"baselines": ["fashion_cnn", "course_mlp2"]}
 # Every config's smoke run, and presets that change which stages run.
-PRESETS = [f"{name}:quick" for name in CONFIGS] + ["simclr:quick,probe=propagate"]
+PRESETS = [f"{name}:quick" for name in CONFIGS if name not in SYSTEMS] + [
+    f"{name}:{system},quick" for name, systems in SYSTEMS.items() for system in systems] + [
+        "simclr:quick,probe=propagate"]
 
 
 def launch(*args, env=None):
@@ -26,7 +30,7 @@ PLOTTED = {"supervised:quick", "knn:quick"}
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_quick_preset_runs_end_to_end(preset, tmp_path, mnist_data_overrides):
-  name, arg = preset.split(":")
+  name, arg = preset.split(":", 1)
   overrides = [f"--config.data.{k}={v}" for k, v in mnist_data_overrides.items()]
   if preset not in PLOTTED:
     overrides.append("--config.plots=False")
@@ -43,7 +47,11 @@ def test_quick_preset_runs_end_to_end(preset, tmp_path, mnist_data_overrides):
     assert not (tmp_path / "plots").exists()
   results = json.loads((tmp_path / "results.json").read_text())
   assert results["config"] == preset
-  assert results["dataset"] == "mnist" and len(results["labeled_indices"]) == 10
+  if name == "baselines":  # every label, of the system's own dataset
+    assert results["dataset"] == ("fashion_mnist" if "fashion" in arg else "mnist")
+    assert results["labeled_indices"] == "60000 indices, see split.json"
+  else:
+    assert results["dataset"] == "mnist" and len(results["labeled_indices"]) == 10
   assert 0.1 <= results["test_accuracy_ema"] <= 1.0  # above chance is not asked of a smoke run
   saved = json.loads((tmp_path / "config.json").read_text())
   assert saved["name"] == preset

@@ -21,6 +21,7 @@ import importlib
 from typing import Callable
 
 from mnist_ten import augment
+from mnist_ten.errors import ConfigError
 from mnist_ten.registry import Registry
 
 METHODS: Registry = Registry("method")
@@ -33,7 +34,15 @@ class Context:
   hflip_allowed: bool
   image_shape: tuple = (28, 28, 1)
 
+  @property
+  def points(self) -> bool:
+    """The examples are 2-D points ([1, 1, 2] "images"), with nothing to augment."""
+    return tuple(self.image_shape)[:2] == (1, 1)
+
   def augmenter(self, spec: str) -> Callable:
+    if self.points and augment.parse(spec):
+      raise ConfigError(f"augmentation {spec!r} needs images, and this dataset's examples are "
+                        "2-D points: set the config.augment entries this method uses to ''")
     return augment.build(spec, hflip_allowed=self.hflip_allowed)
 
 
@@ -46,6 +55,9 @@ class Method:
   votes: bool = False  # True when `vote` adds to the network's predictions
   # True when `prepare` needs the network of the run in `config.init_from`.
   uses_init_network: bool = False
+  # True when the method is about views of images (rotations, augmented pairs):
+  # refused for datasets of points.
+  needs_images: bool = False
 
   def __init__(self, config, ctx: Context):
     self.config = config
@@ -89,7 +101,13 @@ class Method:
 
 
 def build(config, ctx: Context) -> Method:
-  return METHODS.get(config.method)(config, ctx)
+  cls = METHODS.get(config.method)
+  if ctx.points and cls.needs_images:
+    raise ConfigError(f"method {config.method!r} needs images (it learns from views of "
+                      "them), and this dataset's examples are 2-D points: use supervised, "
+                      "propagate, entropy_min, mixmatch, fixmatch (with config.augment "
+                      "entries '') or knn")
+  return cls(config, ctx)
 
 
 # Importing a method's module registers it.

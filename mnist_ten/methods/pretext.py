@@ -49,6 +49,7 @@ def _check_square(ctx):
 
 @METHODS.register("rotation")
 class RotationPretext(Method):
+  needs_images = True
   aux_widths = (NUM_TRANSFORMS,)
 
   def __init__(self, config, ctx):
@@ -72,6 +73,7 @@ class AlternatePretext(Supervised):
   gradient, batch statistics and metrics; the other's gradient is zero): on
   XLA:CPU a `lax.cond` holding the network is slower than both branches
   together (docs/speed.md)."""
+  needs_images = True
   aux_widths = (NUM_TRANSFORMS,)
 
   def __init__(self, config, ctx):

@@ -10,6 +10,7 @@ from mnist_ten.methods import METHODS, Method
 
 @METHODS.register("simclr")
 class SimCLR(Method):
+  needs_images = True
 
   def __init__(self, config, ctx):
     super().__init__(config, ctx)
