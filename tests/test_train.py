@@ -236,7 +236,8 @@ def test_log_means_skip_unmeasured_metrics_but_never_a_nan_loss():
   assert np.isnan(train._window_means(pending)["loss"])  # pylint: disable=protected-access
 
 
-@pytest.mark.parametrize("preset", ["default.py:quick", "fixmatch.py:quick"])
+# The LeNet here: the residual CNN runs default:quick in test_launch.py.
+@pytest.mark.parametrize("preset", ["default.py:quick,model=lenet", "fixmatch.py:quick"])
 def test_colour_images_of_another_size_train_end_to_end(preset, tmp_path):
   """Any TFDS image dataset, not only 28x28 greyscale: 32x32 RGB images (as
   CIFAR-10's) through the graph's features, the models and the augmentations
@@ -249,7 +250,7 @@ def test_colour_images_of_another_size_train_end_to_end(preset, tmp_path):
   datasets.save_cache(datasets.Dataset(
       name="toy_rgb", train_images=rgb(tx), train_labels=ty.astype(np.int32),
       test_images=rgb(vx), test_labels=vy.astype(np.int32), num_classes=10), tmp_path / "cache")
-  module, arg = preset.split(":")
+  module, arg = preset.split(":", 1)
   config = importlib.import_module(f"configs.{module[:-3]}").get_config(arg)
   stage = config
   while stage.get("method"):
