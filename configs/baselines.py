@@ -53,6 +53,9 @@ def get_config(arg=None):
     c.data.standardize = True
     c.batch_size = 100
     c.num_epochs = 20.0
+    # Decayed to 0 by the end: the final model, not a snapshot of a noisy
+    # constant-rate run (98.01 +- 0.33%, min 97.63, at a constant 1e-3).
+    c.optim.schedule = "cosine"
     # The course's printout: train and test accuracy on a few batches, 5 times an epoch.
     c.evals.batches = dict(every=120, batches=5)
   if "epochs" in options:
