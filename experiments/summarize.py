@@ -28,7 +28,9 @@ DOCS = ("README.md", "docs/*.md")
 BLOCK = re.compile(r"(<!-- table:([\w-]+) -->\n)(.*?)(<!-- /table -->)", re.S)
 
 # What differs between the draws of one config.
-_PER_DRAW = ("data.label_seed", "seed", "init_from")
+_PER_DRAW = ("data.label_seed", "seed", "init_from",
+             # Derived from the draw's images (data.standardize), not chosen.
+             "model.standardize")
 
 
 def _config(workdir: pathlib.Path) -> dict:

@@ -174,6 +174,62 @@ ROWS: Dict[str, Row] = {r.label if i is None else i: r for i, r in [
     ("entropy_min", Row("entropy_min", "entropy_min", "0-2", "45d38e5",
                         f"{RUN} --config=configs/entropy_min.py --seeds=0-2 "
                         "--out=experiments/results/entropy_min")),
+    ("baselines_fashion_mlp", Row(
+        "baselines:fashion_mlp", "baselines_fashion_mlp", "0-2", "e5c648b",
+        f"{RUN} --config=configs/baselines.py:fashion_mlp --seeds=0-2 "
+        "--out=experiments/results/baselines_fashion_mlp",
+        dataset="fashion_mnist", note="every label; the blog: 87.6%")),
+    ("baselines_fashion_mlp64", Row(
+        "baselines:fashion_mlp64", "baselines_fashion_mlp64", "0-2", "e5c648b",
+        f"{RUN} --config=configs/baselines.py:fashion_mlp64 --seeds=0-2 "
+        "--out=experiments/results/baselines_fashion_mlp64",
+        dataset="fashion_mnist", note="every label; the blog: 87.1%")),
+    ("baselines_fashion_cnn", Row(
+        "baselines:fashion_cnn", "baselines_fashion_cnn", "0-2", "e5c648b",
+        f"{RUN} --config=configs/baselines.py:fashion_cnn --seeds=0-2 "
+        "--out=experiments/results/baselines_fashion_cnn",
+        dataset="fashion_mnist", note="every label; the blog: 90.7%")),
+    ("baselines_course_mlp1", Row(
+        "baselines:course_mlp1", "baselines_course_mlp1", "0-2", "2e992e7",
+        f"{RUN} --config=configs/baselines.py:course_mlp1 --seeds=0-2 "
+        "--out=experiments/results/baselines_course_mlp1", dataset="mnist",
+        note="every label, standardised inputs; run on e5c648b with this commit's config")),
+    ("baselines_course_mlp2", Row(
+        "baselines:course_mlp2", "baselines_course_mlp2", "0-2", "2e992e7",
+        f"{RUN} --config=configs/baselines.py:course_mlp2 --seeds=0-2 "
+        "--out=experiments/results/baselines_course_mlp2", dataset="mnist",
+        note="every label, standardised inputs; goal 98.0%; run on e5c648b with this commit's "
+        "config")),
+    ("quadrants_mlp1", Row(
+        "quadrants:mlp1", "quadrants_mlp1", "0-2", "e5c648b",
+        f"{RUN} --config=configs/quadrants.py:mlp1 --seeds=0-2 "
+        "--out=experiments/results/quadrants_mlp1", dataset="quadrants",
+        note="every label of 4,000 points; goal 99.5%")),
+    ("quadrants_mlp2", Row(
+        "quadrants:mlp2", "quadrants_mlp2", "0-2", "e5c648b",
+        f"{RUN} --config=configs/quadrants.py:mlp2 --seeds=0-2 "
+        "--out=experiments/results/quadrants_mlp2", dataset="quadrants",
+        note="every label of 4,000 points; goal 99.5%")),
+    ("quadrants_semi_propagate", Row(
+        "quadrants:semi=propagate", "quadrants_semi_propagate", "0-4", "e5c648b",
+        f"{RUN} --config=configs/quadrants.py:semi=propagate --seeds=0-4 "
+        "--out=experiments/results/quadrants_semi_propagate", dataset="quadrants",
+        note="one labeled point per class")),
+    ("quadrants_semi_entropy_min", Row(
+        "quadrants:semi=entropy_min", "quadrants_semi_entropy_min", "0-4", "e5c648b",
+        f"{RUN} --config=configs/quadrants.py:semi=entropy_min --seeds=0-4 "
+        "--out=experiments/results/quadrants_semi_entropy_min", dataset="quadrants",
+        note="one labeled point per class")),
+    ("quadrants_semi_fixmatch", Row(
+        "quadrants:semi=fixmatch", "quadrants_semi_fixmatch", "0-4", "e5c648b",
+        f"{RUN} --config=configs/quadrants.py:semi=fixmatch --seeds=0-4 "
+        "--out=experiments/results/quadrants_semi_fixmatch", dataset="quadrants",
+        note="one labeled point per class")),
+    ("quadrants_semi_mixmatch", Row(
+        "quadrants:semi=mixmatch", "quadrants_semi_mixmatch", "0-4", "e5c648b",
+        f"{RUN} --config=configs/quadrants.py:semi=mixmatch --seeds=0-4 "
+        "--out=experiments/results/quadrants_semi_mixmatch", dataset="quadrants",
+        note="one labeled point per class")),
 ]}
 
 # Each table: its kind and row ids. "full": every summary column; "configs":
@@ -188,7 +244,16 @@ TABLES: Dict[str, Tuple[str, Tuple[str, ...]]] = {
                             "mixmatch_align_800", "mixmatch_align_nomixup_800", "simclr_knn",
                             "simclr_linear", "simclr_finetune", "simclr_propagate",
                             "pretext_full", "pretext_head", "pretext_alternate",
-                            "entropy_min")),
+                            "entropy_min", "baselines_fashion_mlp", "baselines_fashion_mlp64",
+                            "baselines_fashion_cnn", "baselines_course_mlp1",
+                            "baselines_course_mlp2", "quadrants_mlp1", "quadrants_mlp2",
+                            "quadrants_semi_propagate")),
+    # The seed projects' systems (issue 20), beside the numbers they reported.
+    "systems": ("full", ("baselines_fashion_mlp", "baselines_fashion_mlp64",
+                         "baselines_fashion_cnn", "baselines_course_mlp1",
+                         "baselines_course_mlp2", "quadrants_mlp1", "quadrants_mlp2",
+                         "quadrants_semi_propagate", "quadrants_semi_entropy_min",
+                         "quadrants_semi_fixmatch", "quadrants_semi_mixmatch")),
     "results": ("full", tuple(ROWS)),
     "commands": ("commands", tuple(ROWS)),
     "manifest": ("manifest", tuple(ROWS)),
