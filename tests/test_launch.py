@@ -50,6 +50,9 @@ def test_quick_preset_runs_end_to_end(preset, tmp_path, mnist_data_overrides):
   if name == "baselines":  # every label, of the system's own dataset
     assert results["dataset"] == ("fashion_mnist" if "fashion" in arg else "mnist")
     assert results["labeled_indices"] == "60000 indices, see split.json"
+  elif name == "quadrants":  # every label of 4,000 points
+    assert results["dataset"] == "quadrants"
+    assert results["labeled_indices"] == "4000 indices, see split.json"
   else:
     assert results["dataset"] == "mnist" and len(results["labeled_indices"]) == 10
   assert 0.1 <= results["test_accuracy_ema"] <= 1.0  # above chance is not asked of a smoke run
