@@ -29,6 +29,16 @@ class Row:
   note: str = ""  # shown beside the command
 
 
+def _preset_row(config: str, preset: str, seeds: str, commit: str, dataset: str,
+                note: str) -> Row:
+  """The row of `configs/CONFIG.py:PRESET` run by run_seeds.py into
+  experiments/results/CONFIG_PRESET (`=` in the preset becomes `_`)."""
+  folder = f"{config}_{preset.replace('=', '_')}"
+  return Row(f"{config}:{preset}", folder, seeds, commit,
+             f"{RUN} --config=configs/{config}.py:{preset} --seeds={seeds} "
+             f"--out=experiments/results/{folder}", dataset=dataset, note=note)
+
+
 ROWS: Dict[str, Row] = {r.label if i is None else i: r for i, r in [
     (None, Row("knn", "knn", "0-4", "b75fef7",
                f"{RUN} --config=configs/knn.py --seeds=0-4 --out=experiments/results/knn")),
@@ -174,62 +184,27 @@ ROWS: Dict[str, Row] = {r.label if i is None else i: r for i, r in [
     ("entropy_min", Row("entropy_min", "entropy_min", "0-2", "45d38e5",
                         f"{RUN} --config=configs/entropy_min.py --seeds=0-2 "
                         "--out=experiments/results/entropy_min")),
-    ("baselines_fashion_mlp", Row(
-        "baselines:fashion_mlp", "baselines_fashion_mlp", "0-2", "e5c648b",
-        f"{RUN} --config=configs/baselines.py:fashion_mlp --seeds=0-2 "
-        "--out=experiments/results/baselines_fashion_mlp",
-        dataset="fashion_mnist", note="every label; the blog: 87.6%")),
-    ("baselines_fashion_mlp64", Row(
-        "baselines:fashion_mlp64", "baselines_fashion_mlp64", "0-2", "e5c648b",
-        f"{RUN} --config=configs/baselines.py:fashion_mlp64 --seeds=0-2 "
-        "--out=experiments/results/baselines_fashion_mlp64",
-        dataset="fashion_mnist", note="every label; the blog: 87.1%")),
-    ("baselines_fashion_cnn", Row(
-        "baselines:fashion_cnn", "baselines_fashion_cnn", "0-2", "e5c648b",
-        f"{RUN} --config=configs/baselines.py:fashion_cnn --seeds=0-2 "
-        "--out=experiments/results/baselines_fashion_cnn",
-        dataset="fashion_mnist", note="every label; the blog: 90.7%")),
-    ("baselines_course_mlp1", Row(
-        "baselines:course_mlp1", "baselines_course_mlp1", "0-2", "2e992e7",
-        f"{RUN} --config=configs/baselines.py:course_mlp1 --seeds=0-2 "
-        "--out=experiments/results/baselines_course_mlp1", dataset="mnist",
-        note="every label, standardised inputs; run on e5c648b with this commit's config")),
-    ("baselines_course_mlp2", Row(
-        "baselines:course_mlp2", "baselines_course_mlp2", "0-2", "2e992e7",
-        f"{RUN} --config=configs/baselines.py:course_mlp2 --seeds=0-2 "
-        "--out=experiments/results/baselines_course_mlp2", dataset="mnist",
-        note="every label, standardised inputs; goal 98.0%; run on e5c648b with this commit's "
-        "config")),
-    ("quadrants_mlp1", Row(
-        "quadrants:mlp1", "quadrants_mlp1", "0-2", "e5c648b",
-        f"{RUN} --config=configs/quadrants.py:mlp1 --seeds=0-2 "
-        "--out=experiments/results/quadrants_mlp1", dataset="quadrants",
-        note="every label of 4,000 points; goal 99.5%")),
-    ("quadrants_mlp2", Row(
-        "quadrants:mlp2", "quadrants_mlp2", "0-2", "e5c648b",
-        f"{RUN} --config=configs/quadrants.py:mlp2 --seeds=0-2 "
-        "--out=experiments/results/quadrants_mlp2", dataset="quadrants",
-        note="every label of 4,000 points; goal 99.5%")),
-    ("quadrants_semi_propagate", Row(
-        "quadrants:semi=propagate", "quadrants_semi_propagate", "0-4", "e5c648b",
-        f"{RUN} --config=configs/quadrants.py:semi=propagate --seeds=0-4 "
-        "--out=experiments/results/quadrants_semi_propagate", dataset="quadrants",
-        note="one labeled point per class")),
-    ("quadrants_semi_entropy_min", Row(
-        "quadrants:semi=entropy_min", "quadrants_semi_entropy_min", "0-4", "e5c648b",
-        f"{RUN} --config=configs/quadrants.py:semi=entropy_min --seeds=0-4 "
-        "--out=experiments/results/quadrants_semi_entropy_min", dataset="quadrants",
-        note="one labeled point per class")),
-    ("quadrants_semi_fixmatch", Row(
-        "quadrants:semi=fixmatch", "quadrants_semi_fixmatch", "0-4", "e5c648b",
-        f"{RUN} --config=configs/quadrants.py:semi=fixmatch --seeds=0-4 "
-        "--out=experiments/results/quadrants_semi_fixmatch", dataset="quadrants",
-        note="one labeled point per class")),
-    ("quadrants_semi_mixmatch", Row(
-        "quadrants:semi=mixmatch", "quadrants_semi_mixmatch", "0-4", "e5c648b",
-        f"{RUN} --config=configs/quadrants.py:semi=mixmatch --seeds=0-4 "
-        "--out=experiments/results/quadrants_semi_mixmatch", dataset="quadrants",
-        note="one labeled point per class")),
+    *((row.folders, row) for row in (
+        _preset_row(*spec) for spec in [
+          ("baselines", "fashion_mlp", "0-2", "e5c648b", "fashion_mnist",
+           "every label; the blog: 87.6%"),
+          ("baselines", "fashion_mlp64", "0-2", "e5c648b", "fashion_mnist",
+           "every label; the blog: 87.1%"),
+          ("baselines", "fashion_cnn", "0-2", "e5c648b", "fashion_mnist",
+           "every label; the blog: 90.7%"),
+          ("baselines", "course_mlp1", "0-2", "2e992e7", "mnist",
+           "every label, standardised inputs; run on e5c648b with this commit's config"),
+          ("baselines", "course_mlp2", "0-2", "2e992e7", "mnist",
+           "every label, standardised inputs; goal 98.0%; run on e5c648b with this "
+           "commit's config"),
+          ("quadrants", "mlp1", "0-2", "e5c648b", "quadrants",
+           "every label of 4,000 points; goal 99.5%"),
+          ("quadrants", "mlp2", "0-2", "e5c648b", "quadrants",
+           "every label of 4,000 points; goal 99.5%"),
+          *(("quadrants", f"semi={m}", "0-4", "e5c648b", "quadrants",
+             "one labeled point per class")
+            for m in ("propagate", "entropy_min", "fixmatch", "mixmatch")),
+      ])),
 ]}
 
 # Each table: its kind and row ids. "full": every summary column; "configs":
