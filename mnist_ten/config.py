@@ -45,6 +45,7 @@ def base() -> ml_collections.ConfigDict:
       num_unlabeled=0,      # > 0: a draw of that many unlabeled images; 0: all
       standardize=False,    # inputs minus the train images' mean, over their std
       synthetic=ml_collections.ConfigDict(),  # a synthetic dataset's sizes and seed
+      bags=ml_collections.ConfigDict(),  # set: bags of instances (datasets.make_bags)
       hflip="auto",         # whether horizontal flips keep labels: auto|true|false
   ))
   c.model = model_config("resnet")
@@ -72,7 +73,7 @@ def base() -> ml_collections.ConfigDict:
   c.eval_batch_size = 1000
 
   c.init_from = ""          # a workdir whose latest weights initialise this run
-  c.init_scope = "encoder"  # encoder | all
+  c.init_scope = "encoder"  # encoder | all | instance (its encoder as a bag model's instance encoder)
   c.freeze_encoder = False  # train the heads only (a linear probe on a pretrained encoder)
   # A two-stage config sets `pretrain` to a whole stage-1 config (see
   # configs/pretext.py); empty: one stage.
@@ -162,8 +163,9 @@ def validate(config):
     raise ConfigError(f"label_smoothing must be in [0, 1), got {config.label_smoothing}")
   if config.eval_median_of < 1:
     raise ConfigError(f"eval_median_of must be >= 1, got {config.eval_median_of}")
-  if config.init_scope not in ("encoder", "all"):
-    raise ConfigError(f"init_scope must be 'encoder' or 'all', got {config.init_scope!r}")
+  if config.init_scope not in ("encoder", "all", "instance"):
+    raise ConfigError(f"init_scope must be 'encoder', 'all' or 'instance', got "
+                      f"{config.init_scope!r}")
 
 
 # Keys added with config.evals: a saved config without them gets the defaults,
@@ -173,7 +175,7 @@ EVAL_KEYS = ("evals", "eval_report", "eval_median_of", "plots")
 
 # Keys added later with defaults that compute what runs before them computed.
 ADDED_KEYS = ("reevaluate", "num_epochs")
-ADDED_DATA_KEYS = ("num_unlabeled", "standardize", "synthetic")
+ADDED_DATA_KEYS = ("num_unlabeled", "standardize", "synthetic", "bags")
 
 
 def from_saved(saved: dict) -> ml_collections.ConfigDict:

@@ -43,6 +43,9 @@ class Dataset:
   test_images: np.ndarray
   test_labels: np.ndarray
   num_classes: int
+  # Bags of instances (`make_bags`): each test bag's instance labels [N, L],
+  # -1 at padding. For scoring instance predictions only, never for training.
+  test_instance_labels: Optional[np.ndarray] = None
 
   @property
   def image_shape(self) -> Tuple[int, int, int]:
@@ -252,9 +255,96 @@ def is_points(dataset_or_shape) -> bool:
   return tuple(shape)[:2] == (1, 1)
 
 
+# Bags of instances for multiple-instance learning (Ilse et al. 2018): a bag
+# is stored as one "image" [L, H, W, C + 1], its instances padded to the
+# longest bag L; the extra channel is the instance mask (255: an instance,
+# 0: padding), so bags travel through the sampler and evaluators as images do.
+
+
+def draw_bags(labels: np.ndarray, num_bags: int, *, mean: float, std: float, target: int,
+              rng: np.random.Generator, max_size: int = 0):
+  """Instance indices [num_bags, L] (-1: padding) and bag labels [num_bags].
+
+  Sizes are round(N(mean, std)), at least 1 (and at most `max_size` when it
+  is > 0). Half the bags, in random order, are positive: their instances are
+  drawn uniformly and, when none is a `target`, one of them is replaced by a
+  target instance; a negative bag's instances are drawn from the others.
+  Within a bag no instance repeats."""
+  sizes = np.maximum(1, np.round(rng.normal(mean, std, num_bags))).astype(np.int64)
+  if max_size > 0:
+    sizes = np.minimum(sizes, max_size)
+  bag_labels = rng.permutation(np.arange(num_bags) < (num_bags + 1) // 2).astype(np.int32)
+  targets, others = np.flatnonzero(labels == target), np.flatnonzero(labels != target)
+  index = np.full((num_bags, int(sizes.max())), -1, np.int64)
+  for i, (size, positive) in enumerate(zip(sizes, bag_labels)):
+    if positive:
+      bag = rng.choice(labels.shape[0], size, replace=False)
+      if not np.isin(bag, targets).any():
+        bag[rng.integers(size)] = rng.choice(targets)
+    else:
+      bag = rng.choice(others, size, replace=False)
+    index[i, :size] = bag
+  return index, bag_labels
+
+
+def pack_bags(images: np.ndarray, index: np.ndarray) -> np.ndarray:
+  """uint8 bags [N, L, H, W, C + 1] of the instances `index` names (-1: padding)."""
+  mask = index >= 0
+  bags = np.where(mask[..., None, None, None], images[np.maximum(index, 0)], 0)
+  channel = np.broadcast_to((255 * mask).astype(np.uint8)[..., None, None, None],
+                            bags.shape[:-1] + (1,))
+  return np.concatenate([bags.astype(np.uint8), channel], axis=-1)
+
+
+def unpack_bags(bags):
+  """(instances [N, L, H, W, C], mask [N, L] bool) of packed bags (numpy or
+  jax arrays, uint8 or the float pixels the models see)."""
+  return bags[..., :-1], bags[:, :, 0, 0, -1] > 0
+
+
+def is_bags(dataset_or_shape) -> bool:
+  shape = getattr(dataset_or_shape, "image_shape", dataset_or_shape)
+  return len(tuple(shape)) == 4
+
+
+def make_bags(dataset: Dataset, *, num_train: int = 100, num_test: int = 1000,
+              mean: float = 10.0, std: float = 2.0, target: int = 9, max_size: int = 0,
+              seed: int = 0) -> Dataset:
+  """A bag dataset from an image dataset: training bags from its train split,
+  test bags from its test split, all drawn from `seed`. A bag's label is 1
+  when it holds at least one `target` instance."""
+  if num_train < 2 or num_test < 1 or std < 0 or mean < 1:
+    raise ConfigError(f"data.bags: needs num_train >= 2, num_test >= 1, mean >= 1 and "
+                      f"std >= 0, got num_train={num_train}, num_test={num_test}, "
+                      f"mean={mean}, std={std}")
+  if not 0 <= target < dataset.num_classes:
+    raise ConfigError(f"data.bags.target={target} is not a class of {dataset.name!r} "
+                      f"(0..{dataset.num_classes - 1})")
+  rng = np.random.default_rng(seed)
+  draw = dict(mean=mean, std=std, target=target, rng=rng, max_size=max_size)
+  train_index, train_labels = draw_bags(dataset.train_labels, num_train, **draw)
+  test_index, test_labels = draw_bags(dataset.test_labels, num_test, **draw)
+  instance_labels = np.where(test_index >= 0,
+                             dataset.test_labels[np.maximum(test_index, 0)] == target, -1)
+  return Dataset(f"{dataset.name}_bags", pack_bags(dataset.train_images, train_index),
+                 train_labels, pack_bags(dataset.test_images, test_index), test_labels,
+                 num_classes=2, test_instance_labels=instance_labels.astype(np.int32))
+
+
 def load(data_config) -> Dataset:
   """Loads `data_config.name`: a synthetic dataset by name, else the IDX dir
-  if given, else the array cache, else TFDS."""
+  if given, else the array cache, else TFDS; made into bags when
+  `data_config.bags` is set (a fresh draw per `label_seed`)."""
+  dataset = _load_instances(data_config)
+  if data_config.get("bags"):
+    try:
+      return make_bags(dataset, **{"seed": data_config.label_seed, **dict(data_config.bags)})
+    except TypeError as e:
+      raise ConfigError(f"data.bags: {e}") from None
+  return dataset
+
+
+def _load_instances(data_config) -> Dataset:
   if data_config.name in SYNTHETIC:
     try:
       return SYNTHETIC.get(data_config.name)(**dict(data_config.get("synthetic", {})))

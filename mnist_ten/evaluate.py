@@ -19,7 +19,9 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.stats
 
+from mnist_ten import models
 from mnist_ten import neighbors
 from mnist_ten import parallel
 from mnist_ten.errors import ConfigError
@@ -252,6 +254,57 @@ class Batches(Evaluator):
     return out
 
 
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+  """Area under the ROC curve of `scores` for binary `labels` (ties count
+  half): the Mann-Whitney statistic from ranks. NaN without both classes."""
+  labels = np.asarray(labels).astype(bool)
+  positives, n = int(labels.sum()), labels.size
+  if positives in (0, n):
+    return float("nan")
+  ranks = scipy.stats.rankdata(np.asarray(scores, np.float64))
+  return float((ranks[labels].sum() - positives * (positives + 1) / 2)
+               / (positives * (n - positives)))
+
+
+@EVALUATORS.register("mil")
+class Bags(Evaluator):
+  """Bags of instances (`data.bags`): bag accuracy and macro-F1 as `head`,
+  the bag AUC of P(positive), and, for an attention pooling, the instance
+  AUC of the attention weights against the instance labels within the
+  positive test bags (the weights share 1 within a bag, so they rank a bag's
+  own instances: do they single out its target digits?)."""
+
+  def _outputs(self, rnd, tag, eval_set):
+    model = self.ctx.model
+
+    def outputs(variables, bags):
+      probs = jax.nn.softmax(model.apply(variables, bags, train=False))
+      weights = models.attention_weights(model, variables, bags)
+      if weights is None:
+        weights = jnp.full(bags.shape[:2], jnp.nan)
+      return jnp.concatenate([probs, weights], -1)
+    if not hasattr(self, "_predict"):
+      self._predict = make_predict(outputs, self.ctx.batch_size, self.ctx.sharding, argmax=False)
+    return rnd.memo(("mil", tag, eval_set.name),
+                    lambda: self._predict(rnd.weights[tag], eval_set.images))
+
+  def scores(self, rnd, tag, eval_set):
+    return self._outputs(rnd, tag, eval_set)[:, :2]
+
+  def __call__(self, rnd):
+    out = super().__call__(rnd)
+    for eval_set in self.ctx.eval_sets:
+      for tag in rnd.weights:
+        values = self._outputs(rnd, tag, eval_set)
+        metrics = out[f"{eval_set.name}_{tag}"]
+        metrics["auc"] = roc_auc(eval_set.labels, values[:, 1])
+        weights = values[:, 2:]
+        if eval_set.instance_labels is not None and not np.isnan(weights).all():
+          inside = (eval_set.instance_labels >= 0) & (eval_set.labels[:, None] == 1)
+          metrics["instance_auc"] = roc_auc(eval_set.instance_labels[inside], weights[inside])
+    return out
+
+
 @EVALUATORS.register("knn")
 class NearestLabeled(Evaluator):
   """Each image takes the class of its k nearest labeled examples by cosine
@@ -382,4 +435,7 @@ def scalars(out: Dict[str, Dict[str, Dict]]) -> Dict[str, float]:
       split_name, tag = key.rsplit("_", 1)
       flat[f"{name}/{split_name}/accuracy_{tag}"] = metrics["accuracy"]
       flat[f"{name}/{split_name}/macro_f1_{tag}"] = metrics["macro_f1"]
+      for extra in ("auc", "instance_auc"):  # bags (evaluator mil)
+        if extra in metrics:
+          flat[f"{name}/{split_name}/{extra}_{tag}"] = metrics[extra]
   return flat

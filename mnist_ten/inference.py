@@ -62,6 +62,8 @@ class Classifier:
     """Checked images as float32 [N, H, W, C] in [0, 1]; sizes, channels and
     ranges named before anything is reshaped."""
     images = np.asarray(images)
+    if len(self.image_shape) == 4:
+      return self._bags_as_float(images, scale)
     h, w, c = self.image_shape
     expected = f"[N, {h}, {w}, {c}]" + (f" or [N, {h}, {w}]" if c == 1 else "")
     if images.dtype == bool or not (np.issubdtype(images.dtype, np.integer)
@@ -95,6 +97,16 @@ class Classifier:
           f"{np.nanmax(images):g}]" + (f" after dividing by scale={scale:g}" if scale else
                                       ": pass scale=255 for pixels in [0, 255], or uint8"))
     return np.asarray(images, np.float32)
+
+  def _bags_as_float(self, bags, scale):
+    """Packed bags (`datasets.pack_bags`) of any length L: [N, L, H, W, C + 1]."""
+    instance = self.image_shape[1:]
+    if bags.ndim != 5 or tuple(bags.shape[2:]) != tuple(instance):
+      raise InputError(f"this run's model takes bags [N, L, {', '.join(map(str, instance))}] "
+                       f"(datasets.pack_bags), got shape {list(bags.shape)}")
+    bags = bags.astype(np.float32) / float(scale or 255.0) if (
+        scale or np.issubdtype(bags.dtype, np.integer)) else bags
+    return np.asarray(bags, np.float32)
 
   def _batched(self, fn, images, batch_size):
     if not len(images):

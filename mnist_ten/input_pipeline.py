@@ -42,6 +42,8 @@ class EvalSet(NamedTuple):
   images: jax.Array  # uint8, on device
   labels: np.ndarray  # on the host, for metrics
   host_images: np.ndarray  # the same images on the host (for `Method.vote`)
+  # Bags only: each bag's instance labels [N, L] (-1: padding), for scoring.
+  instance_labels: Optional[np.ndarray] = None
 
 
 class Batch(NamedTuple):
@@ -86,7 +88,7 @@ def make_train_data(dataset: Dataset, split: Split, mesh=None) -> TrainData:
 
 def make_eval_sets(dataset: Dataset, split: Split, mesh):
   sets = [EvalSet("test", parallel.put_replicated(dataset.test_images, mesh),
-                  dataset.test_labels, dataset.test_images)]
+                  dataset.test_labels, dataset.test_images, dataset.test_instance_labels)]
   if split.validation.size:
     val_images = dataset.train_images[split.validation]
     sets.append(EvalSet("val", parallel.put_replicated(val_images, mesh),

@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mnist_ten import datasets
 from mnist_ten import layers
 from mnist_ten.errors import ConfigError
 from mnist_ten.registry import Registry
@@ -91,19 +92,105 @@ class SmallCNN(nn.Module):
 
 class LeNet(nn.Module):
   """conv32 5x5, [BN], pool, conv64 5x5, [BN], pool, dense 128: the LeNet-sized
-  CNN that USB and the speed benchmarks use."""
+  CNN that USB and the speed benchmarks use (channels=(20, 50), width=500,
+  no BN: Ilse et al.'s instance encoder)."""
   batch_norm: bool = True
   width: int = 128
   kernel_grad: str = "auto"
+  channels: Sequence[int] = (32, 64)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    for c in (32, 64):
+    for c in self.channels:
       x = layers.Conv(c, (5, 5), use_bias=not self.batch_norm, kernel_grad=self.kernel_grad)(x)
       if self.batch_norm:
         x = layers.BatchNorm(use_running_average=not train, momentum=0.99)(x)
       x = layers.max_pool(nn.relu(x))
     return nn.relu(nn.Dense(self.width)(x.reshape((x.shape[0], -1))))
+
+
+POOLINGS: Registry = Registry("MIL pooling")
+
+
+class AttentionPool(nn.Module):
+  """Ilse et al. 2018, eq. 8 (gated: eq. 9): a = softmax_k(w^T tanh(V h_k)
+  [* sigm(U h_k)]) over a bag's instances, z = sum_k a_k h_k. The weights
+  are sown as `intermediates/.../attention` [B, L] (0 at padding)."""
+  hidden: int = 128
+  gated: bool = False
+
+  @nn.compact
+  def __call__(self, h, mask):
+    score = jnp.tanh(nn.Dense(self.hidden, name="V")(h))
+    if self.gated:
+      score = score * nn.sigmoid(nn.Dense(self.hidden, name="U")(h))
+    score = nn.Dense(1, name="w")(score)[..., 0]
+    # Finite: an all-padding bag (the evaluator's padding rows) gets no NaN.
+    weights = jax.nn.softmax(jnp.where(mask, score, -1e30), axis=-1) * mask
+    self.sow("intermediates", "attention", weights)
+    return jnp.einsum("bl,bld->bd", weights, h)
+
+
+@POOLINGS.register("attention")
+def attention_pool(hidden=128):
+  return AttentionPool(hidden, gated=False)
+
+
+@POOLINGS.register("gated")
+def gated_pool(hidden=128):
+  return AttentionPool(hidden, gated=True)
+
+
+class MaskedPool(nn.Module):
+  reduce: str
+
+  def __call__(self, h, mask):
+    if self.reduce == "max":  # the embedding-level max of Ilse et al.'s baselines
+      top = jnp.max(jnp.where(mask[..., None], h, -jnp.inf), axis=1)
+      return jnp.where(mask.any(1, keepdims=True), top, 0.0)
+    count = jnp.maximum(mask.sum(1, keepdims=True), 1)
+    return (h * mask[..., None]).sum(1) / count
+
+
+@POOLINGS.register("max")
+def max_pool(hidden=128):
+  del hidden
+  return MaskedPool("max")
+
+
+@POOLINGS.register("mean")
+def mean_pool(hidden=128):
+  del hidden
+  return MaskedPool("mean")
+
+
+class BagEncoder(nn.Module):
+  """Multiple-instance learning: packed bags [B, L, H, W, C + 1]
+  (`datasets.pack_bags`) -> each instance through `instance`, then the
+  masked `pooling` over the bag -> one feature vector per bag. All bags of a
+  batch run as one [B * L] batch: no loop over bags. `freeze_instance` keeps
+  a pretrained instance encoder as it is (inference mode, no gradient)."""
+  instance: nn.Module
+  pooling: nn.Module
+  freeze_instance: bool = False
+
+  def __call__(self, x, train: bool = False):
+    instances, mask = datasets.unpack_bags(x)
+    b, l = mask.shape
+    h = self.instance(instances.reshape((b * l,) + instances.shape[2:]),
+                      train=train and not self.freeze_instance)
+    if self.freeze_instance:
+      h = jax.lax.stop_gradient(h)
+    return self.pooling(h.reshape((b, l, -1)), mask)
+
+
+def attention_weights(model: nn.Module, variables, bags):
+  """A bag model's attention weights [B, L] (0 at padding) for float bags,
+  or None when its pooling has none (max, mean)."""
+  _, state = model.apply(variables, bags, train=False, mutable=["intermediates"])
+  found = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]
+           if "attention" in jax.tree_util.keystr(path)]
+  return found[0] if found else None
 
 
 def _norm(kind: str, train: bool, name=None, zero_scale: bool = False):
@@ -170,8 +257,22 @@ def small_cnn(*, channels=(16, 32), kernels=(5, 7), kernel_grad="auto"):
 
 
 @MODELS.register("lenet")
-def lenet(*, batch_norm=True, width=128, kernel_grad="auto"):
-  return LeNet(batch_norm, width, kernel_grad)
+def lenet(*, batch_norm=True, width=128, kernel_grad="auto", channels=(32, 64)):
+  return LeNet(batch_norm, width, kernel_grad, tuple(channels))
+
+
+@MODELS.register("mil")
+def mil(*, instance=(("name", "lenet"), ("batch_norm", False), ("channels", (20, 50)),
+                     ("width", 500)), pooling="attention", hidden=128, freeze_instance=False):
+  """A bag classifier: `instance` is the model config (name and arguments)
+  of the instance encoder (default: Ilse et al.'s), `pooling` a name of
+  POOLINGS."""
+  instance = dict(instance)
+  name = instance.pop("name")
+  if name == "mil":
+    raise ConfigError("model mil: the instance encoder cannot itself be a bag model")
+  return BagEncoder(MODELS.get(name)(**instance), POOLINGS.get(pooling)(hidden),
+                    freeze_instance)
 
 
 @MODELS.register("resnet")

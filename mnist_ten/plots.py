@@ -26,6 +26,7 @@ from mnist_ten import errors
 from mnist_ten import evaluate
 from mnist_ten import inference
 from mnist_ten import input_pipeline
+from mnist_ten import models
 from mnist_ten import run as run_lib
 from mnist_ten.metric_writer import MetricWriter
 from mnist_ten.registry import Registry
@@ -46,6 +47,8 @@ class RunView:
   report: str = ""
   # The trained network (EMA weights): uint8 images -> class probabilities.
   classify: Optional[Callable[[np.ndarray], np.ndarray]] = None
+  # A bag model's attention: uint8 bags -> weights [B, L], or None (no attention).
+  attention: Optional[Callable[[np.ndarray], Optional[np.ndarray]]] = None
 
   @property
   def test_images(self) -> np.ndarray:
@@ -96,7 +99,8 @@ def wrong_indices(labels: np.ndarray, predicted: np.ndarray, confidence: np.ndar
 def wrong_predictions(run: RunView):
   """Misclassified test images with true and predicted class and confidence
   (images only: 2-D points show theirs in decision_regions)."""
-  if run.predictions is None or datasets.is_points(run.parts.image_shape):
+  shape = run.parts.image_shape
+  if run.predictions is None or datasets.is_points(shape) or datasets.is_bags(shape):
     return None
   predicted, confidence = run.predictions
   idx = wrong_indices(run.test_labels, predicted, confidence)
@@ -189,7 +193,8 @@ def losses(run: RunView):
 def views(run: RunView):
   """A grid of the views the method trains on (`Method.views`; images only)."""
   parts = run.parts
-  if not parts.method.trains or datasets.is_points(parts.image_shape):
+  if (not parts.method.trains or datasets.is_points(parts.image_shape)
+      or datasets.is_bags(parts.image_shape)):
     return None
   split, train_images = parts.split, parts.dataset.train_images
   n = 8
@@ -280,6 +285,39 @@ def decision_regions(run: RunView):
   return fig
 
 
+@PLOTS.register("bags")
+def bags(run: RunView):
+  """Bags only: a few test bags, positive and negative, one per row, each
+  instance with its attention weight (targets framed in red), and the
+  bag's true label and predicted P(positive)."""
+  if not datasets.is_bags(run.parts.image_shape) or run.classify is None:
+    return None
+  labels = run.test_labels
+  rows = np.concatenate([np.flatnonzero(labels == 1)[:3], np.flatnonzero(labels == 0)[:2]])
+  instances, mask = datasets.unpack_bags(run.test_images[rows])
+  probs = run.classify(run.test_images[rows])[:, 1]
+  weights = run.attention(run.test_images[rows]) if run.attention is not None else None
+  targets = run.parts.dataset.test_instance_labels
+  cols = int(mask.sum(1).max())
+  fig = _figure(cols * 1.0 + 0.5, len(rows) * 1.25 + 0.5)
+  for r, bag in enumerate(rows):
+    for c in range(int(mask[r].sum())):
+      ax = fig.add_subplot(len(rows), cols, r * cols + c + 1)
+      _show(ax, instances[r, c], f"{weights[r, c]:.2f}" if weights is not None else "")
+      if targets is not None and targets[bag, c] == 1:
+        for spine in ax.spines.values():
+          spine.set_edgecolor("red")
+          spine.set_linewidth(2.5)
+      if c == 0:
+        ax.set_ylabel(f"y={labels[bag]}\np={probs[r]:.2f}", fontsize=7, rotation=0,
+                      ha="right", va="center")
+  fig.suptitle("test bags (rows): each instance's attention weight; targets in red; "
+               "y: bag label, p: predicted P(positive)" if weights is not None else
+               "test bags (rows): targets in red; y: bag label, p: predicted P(positive)",
+               fontsize=8)
+  return fig
+
+
 @PLOTS.register("features")
 def features(run: RunView):
   """A 2-D map (PCA) of the test set's encoder features, coloured by true class."""
@@ -339,11 +377,17 @@ def draw_run(workdir, *, parts, round_=None, report: str = "", state=None, write
   predictions = None
   if round_ is not None:
     predictions = round_.predictions.get((report, "test_ema"))
-  network = None
+  network = variables = None
   if state is not None and parts.model is not None:
-    network = _network(parts, jax.device_put(jax.tree.map(np.asarray, state.variables("ema"))))
+    variables = jax.device_put(jax.tree.map(np.asarray, state.variables("ema")))
+    network = _network(parts, variables)
   step = int(state.step) if state is not None else 0
-  return draw(_view(workdir, parts, predictions, report, network), writer, step)
+  return draw(_view(workdir, parts, predictions, report, network, variables), writer, step)
+
+
+def _attention(parts, variables):
+  return lambda bags: (lambda w: None if w is None else np.asarray(w))(
+      models.attention_weights(parts.model, variables, jnp.asarray(bags, jnp.float32) / 255.0))
 
 
 def _network(parts, variables) -> inference.Classifier:
@@ -353,14 +397,16 @@ def _network(parts, variables) -> inference.Classifier:
       features_fn=lambda x: parts.model.apply(variables, x, train=False, output="features"))
 
 
-def _view(workdir, parts, predictions, report, network=None) -> RunView:
+def _view(workdir, parts, predictions, report, network=None, variables=None) -> RunView:
   """The RunView of a run; the test images' encoder features are computed
   when a plot asks."""
   if network is None:
     return RunView(workdir, parts, predictions, None, report)
   return RunView(workdir, parts, predictions,
                  lambda: network.features(parts.dataset.test_images), report,
-                 classify=lambda images: network(images)[1])
+                 classify=lambda images: network(images)[1],
+                 attention=_attention(parts, variables)
+                 if datasets.is_bags(parts.image_shape) else None)
 
 
 def redraw(workdir) -> List[pathlib.Path]:
@@ -394,7 +440,8 @@ def redraw(workdir) -> List[pathlib.Path]:
     predictions, network = rnd.predictions[(report, "test_ema")], _network(parts, variables)
   writer = MetricWriter(workdir)
   try:
-    return draw(_view(workdir, parts, predictions, report, network), writer,
+    return draw(_view(workdir, parts, predictions, report, network,
+                      None if network is None else variables), writer,
                 int(results.get("steps", 0)))
   finally:
     writer.close()

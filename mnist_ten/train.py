@@ -35,7 +35,7 @@ from mnist_ten import parallel
 from mnist_ten import plots
 from mnist_ten import run as run_lib
 from mnist_ten import workdir as workdir_lib
-from mnist_ten.errors import DiskError, TrainingError, WorkdirError
+from mnist_ten.errors import ConfigError, DiskError, TrainingError, WorkdirError
 from mnist_ten.metric_writer import MetricWriter
 
 # Config keys that may change between a run and its resumption: where the data
@@ -157,8 +157,17 @@ def load_init_from(state: TrainState, config) -> TrainState:
   except WorkdirError as e:
     raise WorkdirError(f"init_from: {e}") from None
   src_params, src_stats = src["params"], src.get("batch_stats") or {}
+  if config.init_scope == "instance":
+    # A bag model (model mil): the other run's encoder becomes its instance encoder.
+    if "instance" not in state.params.get("encoder", {}):
+      raise ConfigError("init_scope='instance' is for a bag model (model.name='mil'), "
+                        f"not {config.model.name!r}; use 'encoder' or 'all'")
+    src_params = {"encoder": {**state.params["encoder"], "instance": src_params["encoder"]}}
+    if "encoder" in src_stats:
+      src_stats = {"encoder": {**state.batch_stats.get("encoder", {}),
+                               "instance": src_stats["encoder"]}}
   # "encoder": the encoder alone; "all": every part (encoder, heads) both models have.
-  parts = ["encoder"] if config.init_scope == "encoder" else [
+  parts = ["encoder"] if config.init_scope in ("encoder", "instance") else [
       k for k in state.params if k in src_params]
   src_params = {**state.params, **{k: src_params.get(k) for k in parts}}
   src_stats = {**state.batch_stats, **{k: src_stats[k] for k in parts if k in src_stats}}
@@ -765,6 +774,9 @@ def _results(config, setup, final: Dict[str, Dict], report: str, timing: Dict,
       "device_kind": jax.devices()[0].device_kind, "num_devices": setup.mesh.size,
       **_provenance(),
   }
+  for extra in ("auc", "instance_auc"):  # bags (evaluator mil)
+    if extra in ema:
+      results[f"test_{extra}_ema"], results[f"test_{extra}_raw"] = ema[extra], raw.get(extra)
   if "val_ema" in final[report]:
     results["val_accuracy_ema"] = final[report]["val_ema"]["accuracy"]
   heads = [name for name in final if getattr(evaluators.get(name), "kind", "") == "head"]
