@@ -31,7 +31,6 @@ from mnist_ten import train  # pylint: disable=g-import-not-at-top
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _SEEDS = flags.DEFINE_string("seeds", "0,1,2,3,4", "Label seeds: '0,1,2' or '0-4'.")
 _OUT = flags.DEFINE_string("out", None, "Directory for the runs and the table.")
-flags.mark_flags_as_required(["config", "out"])
 
 
 def parse_seeds(text: str):
@@ -90,4 +89,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Required here only: experiments/mil.py imports `run` and shares --seeds.
+  flags.mark_flags_as_required(["config", "out"])
   app.run(errors.guard(main))

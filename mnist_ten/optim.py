@@ -61,17 +61,30 @@ def adamw(cfg, lr):
                      mask=_decay_mask)
 
 
-def make(cfg, num_steps: int, *, frozen_encoder: bool = False):
-  """Returns (optax transformation, schedule) for `config.optim`."""
+def make(cfg, num_steps: int, *, frozen=()):
+  """Returns (optax transformation, schedule) for `config.optim`; the
+  parameters under each path of `frozen` (e.g. ("encoder",)) get no update."""
   if cfg.lr <= 0:
     raise ConfigError(f"optim.lr must be > 0, got {cfg.lr}")
   schedule = SCHEDULES.get(cfg.schedule)(cfg, num_steps)
   tx = OPTIMIZERS.get(cfg.name)(cfg, schedule)
   if cfg.grad_clip:
     tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), tx)
-  if frozen_encoder:
-    # A frozen encoder gets no update at all: no weight decay, no momentum.
-    tx = optax.multi_transform(
-        {"train": tx, "frozen": optax.set_to_zero()},
-        lambda params: {k: "frozen" if k == "encoder" else "train" for k in params})
+  if frozen:
+    # A frozen part gets no update at all: no weight decay, no momentum.
+    frozen = [tuple(path) for path in frozen]
+
+    def label(params):
+      def one(path, _):
+        keys = tuple(getattr(k, "key", k) for k in path)
+        return "frozen" if any(keys[:len(f)] == f for f in frozen) else "train"
+      return jax.tree_util.tree_map_with_path(one, params)
+    tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, label)
   return tx, schedule
+
+
+def frozen_parts(config):
+  """The parameter paths a config keeps as they are: the encoder under
+  `freeze_encoder`, a bag model's instance encoder under its `freeze_instance`."""
+  return ([("encoder",)] if config.freeze_encoder else []) + (
+      [("encoder", "instance")] if config.model.get("freeze_instance") else [])

@@ -623,7 +623,7 @@ def _build_evaluators(config, setup, data, eval_sets) -> Dict[str, evaluate.Eval
 
 def _train(config, workdir, setup, is_main, start_time, log_start=None) -> Dict:
   tx, schedule = optim.make(config.optim, config.num_steps,
-                            frozen_encoder=config.freeze_encoder)
+                            frozen=optim.frozen_parts(config))
   # Every process takes part in saving (Orbax coordinates them: process 0
   # writes the metadata, one copy of each replicated array is written).
   ckpt = checkpoint.Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)

@@ -13,7 +13,7 @@ LAYERS = [
     {"methods"},
     {"evaluate", "run"},
     {"inference"},
-    {"plots"},
+    {"plots", "ensemble"},
     {"train"},
     {"__init__"},
 ]

@@ -1,0 +1,82 @@
+"""Ensembles: the voting arithmetic, selectors that read no test label, and
+experiments/ensemble.py end to end (members trained once, then reused)."""
+import json
+
+import numpy as np
+import pytest
+
+from experiments import ensemble as ensemble_exp
+from mnist_ten import ensemble
+from mnist_ten.errors import ConfigError
+
+
+def test_soft_and_hard_votes_by_hand():
+  probs = np.array([[[0.6, 0.4], [0.2, 0.8], [0.45, 0.55]],
+                    [[0.6, 0.4], [0.3, 0.7], [0.45, 0.55]],
+                    [[0.0, 1.0], [0.9, 0.1], [0.9, 0.1]]])
+  np.testing.assert_allclose(ensemble.soft_vote(probs)[0], [0.4, 0.6])
+  # Images 0 and 2: the majority (0; 1) is outweighed by one confident member.
+  assert ensemble.soft_vote(probs).argmax(-1).tolist() == [1, 1, 0]
+  assert ensemble.hard_vote(probs).tolist() == [0, 1, 1]
+  # A tie (one vote each) goes to the tied class with the higher mean probability.
+  assert ensemble.hard_vote(np.array([[[0.9, 0.1, 0.0]], [[0.3, 0.7, 0.0]]])).tolist() == [0]
+  assert ensemble.hard_vote(np.array([[[0.6, 0.4, 0.0]], [[0.1, 0.9, 0.0]]])).tolist() == [1]
+
+
+def _members(num_unlabeled=500, seed=0):
+  """Three members on 3 classes: two right on 90% of images, one that calls every 2 a 1."""
+  rng = np.random.default_rng(seed)
+  truth_test, truth_unl = rng.integers(0, 3, 300), rng.integers(0, 3, num_unlabeled)
+
+  def probs(truth, collapsed, noise):
+    guess = np.where(rng.uniform(size=truth.size) < noise, rng.integers(0, 3, truth.size), truth)
+    if collapsed:
+      guess = np.where(guess == 2, 1, guess)
+    return np.eye(3)[guess] * 0.8 + 0.2 / 3
+  return [ensemble.Member(f"m{i}", probs(truth_test, i == 2, 0.1), truth_test,
+                          unlabeled_probs=probs(truth_unl, i == 2, 0.1)) for i in range(3)]
+
+
+def test_agreement_drops_the_member_that_gave_a_class_away_and_reads_no_test_label():
+  members = _members()
+  out = ensemble.combine(members, "agreement", tolerance=0.05)
+  assert out["selected"]["members"] == [0, 1]
+  assert out["members"][2]["agreement_score"] < out["members"][0]["agreement_score"] - 0.1
+  assert out["selected"]["accuracy"] > max(m.test_accuracy for m in members[2:])
+  # The test labels score the choice, never make it: scrambled, the same members are chosen.
+  for m in members:
+    m.test_labels = np.random.default_rng(1).permutation(m.test_labels)
+  assert ensemble.combine(members, "agreement", tolerance=0.05)["selected"]["members"] == [0, 1]
+
+
+def test_validation_selector_needs_a_validation_split_and_uses_its_labels():
+  members = _members()
+  with pytest.raises(ConfigError, match="needs members that held out a validation split"):
+    ensemble.combine(members, "validation")
+  labels = np.array([0, 1, 2, 2])
+  for i, m in enumerate(members):
+    m.val_labels = labels
+    m.val_probs = np.eye(3)[[0, 1, 2, 2] if i != 1 else [0, 1, 1, 1]]
+  out = ensemble.combine(members, "validation", tolerance=0.0)
+  assert out["selected"]["members"] == [0, 2]
+  assert [m["validation_score"] for m in out["members"]] == [1.0, 0.5, 1.0]
+
+
+def test_ensemble_script_trains_members_once_and_writes_the_combination(toy_config, tmp_path):
+  toy_config.data.labels_per_class = 3
+  out = tmp_path / "ens"
+  record = ensemble_exp.run_draw(toy_config, 0, 2, out, "agreement", 0.005)
+  assert len(record["member_test_accuracy_ema"]) == 2
+  for m in (0, 1):
+    saved = json.loads((out / "seed_0" / f"member_{m}" / "config.json").read_text())
+    assert saved["seed"] == m and saved["data"]["label_seed"] == 0  # same labels, own init
+  a, b = (json.loads((out / "seed_0" / f"member_{m}" / "split.json").read_text())
+          for m in (0, 1))
+  assert a["labeled"] == b["labeled"]
+  assert 0.0 <= record["test_accuracy_ema"] <= 1.0 and "hard_vote" in record
+  stamp = (out / "seed_0" / "member_0" / "results.json").stat().st_mtime_ns
+  again = ensemble_exp.run_draw(toy_config, 0, 2, out, "agreement", 0.005)
+  assert (out / "seed_0" / "member_0" / "results.json").stat().st_mtime_ns == stamp  # reused
+  assert again["test_accuracy_ema"] == record["test_accuracy_ema"]
+  table = ensemble_exp.table(out)
+  assert "soft vote" in table and "| 0 |" in table
