@@ -14,6 +14,7 @@ std over draws, beside Ilse et al.'s published AUC where we have it.
 import csv
 import io
 import pathlib
+import re
 import sys
 
 from absl import app
@@ -67,9 +68,10 @@ def table() -> str:
   """experiments/results/mil/table.{md,csv} from every finished cell."""
   cells = []
   for path in sorted(_RESULTS.glob("mil_*")):
-    name = path.name[len("mil_"):]
-    pretrained = name.startswith("pretrained_")
-    pooling, bags = name[len("pretrained_") if pretrained else 0:].rsplit("_", 1)
+    cell = re.fullmatch(r"mil_(pretrained_)?([a-z]+)_(\d+)", path.name)
+    if not cell or cell[2] not in mil_config.POOLINGS:
+      continue  # e.g. mil_encoder, the pretrained encoder's run
+    pretrained, pooling, bags = bool(cell[1]), cell[2], cell[3]
     rows = [r for r in map(report.load_results, sorted(path.glob("seed_*"))) if r]
     if rows:
       cells.append((pretrained, mil_config.POOLINGS.index(pooling), int(bags), pooling, rows))

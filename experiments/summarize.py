@@ -91,6 +91,9 @@ def table(name: str) -> str:
   if name not in tables.TABLES:
     raise errors.ConfigError(f"unknown table {name!r}; known: {', '.join(tables.TABLES)}")
   kind, ids = tables.TABLES[name]
+  if kind == "file":
+    path = RESULTS / ids[0]
+    return path.read_text() if path.exists() else f"(no results yet: {path.relative_to(ROOT)})\n"
   rows = [tables.ROWS[i] for i in ids]
   if kind == "commands":  # what reproduces each row, as a shell block
     lines = [f"# {r.label} on {r.dataset}, seeds {r.seeds} ({r.status}; {r.commit})"

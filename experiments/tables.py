@@ -209,7 +209,9 @@ ROWS: Dict[str, Row] = {r.label if i is None else i: r for i, r in [
 
 # Each table: its kind and row ids. "full": every summary column; "configs":
 # the launch command and the result; "commands": the run_seeds commands as a
-# shell block; "manifest": each row's folders, seeds, commit and status.
+# shell block; "manifest": each row's folders, seeds, commit and status;
+# "file": the table an experiments/ script wrote (the path under
+# experiments/results), for tables that are not one accuracy per draw.
 TABLES: Dict[str, Tuple[str, Tuple[str, ...]]] = {
     "headline": ("full", ("default", "default_im2col_0_14", "supervised_all", "supervised",
                           "knn")),
@@ -229,6 +231,10 @@ TABLES: Dict[str, Tuple[str, Tuple[str, ...]]] = {
                          "baselines_course_mlp2", "quadrants_mlp1", "quadrants_mlp2",
                          "quadrants_semi_propagate", "quadrants_semi_entropy_min",
                          "quadrants_semi_fixmatch", "quadrants_semi_mixmatch")),
+    # experiments/mil.py and experiments/ensemble.py.
+    "mil": ("file", ("mil/table.md",)),
+    "ensemble_supervised_all": ("file", ("ensemble_supervised_all/table.md",)),
+    "ensemble_default": ("file", ("ensemble_default/table.md",)),
     "results": ("full", tuple(ROWS)),
     "commands": ("commands", tuple(ROWS)),
     "manifest": ("manifest", tuple(ROWS)),

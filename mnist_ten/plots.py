@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mnist_ten import config as config_lib
 from mnist_ten import datasets
 from mnist_ten import errors
 from mnist_ten import evaluate
@@ -156,12 +157,21 @@ def accuracy(run: RunView):
     return None
   # The last record of a step wins (a resumed run may log a step twice).
   return _curves({label: {s: 100 * a for s, a in points} for label, points in curves.items()},
-                 "test accuracy (%)", markers=True)
+                 "test accuracy (%)", markers=True, steps_per_epoch=_steps_per_epoch(run))
+
+
+def _steps_per_epoch(run: RunView) -> int:
+  """Of a run trained by epochs (config.num_epochs), else 0."""
+  config = run.parts.config
+  if not config.get("num_epochs"):
+    return 0
+  return config_lib.steps_per_epoch(config, run.parts.split.labeled.size)
 
 
 def _curves(curves: Dict[str, Dict[int, float]], ylabel: str, *, markers: bool = False,
-            log: bool = False):
-  """One line per curve ({label: {step: value}}) over steps."""
+            log: bool = False, steps_per_epoch: int = 0):
+  """One line per curve ({label: {step: value}}) over steps, and over epochs
+  on a second axis when `steps_per_epoch` is given."""
   fig = _figure(6, 4)
   ax = fig.add_subplot(1, 1, 1)
   for label, points in sorted(curves.items()):
@@ -170,6 +180,10 @@ def _curves(curves: Dict[str, Dict[int, float]], ylabel: str, *, markers: bool =
             **({"marker": "o", "markersize": 3} if markers else {}))
   ax.set_xlabel("step")
   ax.set_ylabel(ylabel)
+  if steps_per_epoch:
+    top = ax.secondary_xaxis("top", functions=(lambda s: s / steps_per_epoch,
+                                               lambda e: e * steps_per_epoch))
+    top.set_xlabel("epoch")
   if log:
     ax.set_yscale("log")
   ax.grid(alpha=0.3)

@@ -8,6 +8,7 @@ import pytest
 
 import mnist_ten
 from mnist_ten import datasets
+from mnist_ten import plots
 from mnist_ten import run
 from mnist_ten import train
 from mnist_ten.errors import ConfigError
@@ -61,6 +62,11 @@ def test_the_course_printout_shows_training_and_testing_accuracy(toy_config, tmp
   last = evals[-1]["batches"]
   assert set(last) == {"train_ema", "train_raw", "test_ema", "test_raw"}
   assert sum(map(sum, last["test_raw"]["confusion"])) == 2 * 20  # 2 batches of 20
+  # A run by epochs draws its accuracy over epochs too (a second axis on top).
+  view = plots.RunView(tmp_path, run.Parts.from_workdir(tmp_path))
+  assert plots._steps_per_epoch(view) == 19
+  fig = plots.accuracy(view)
+  assert any(ax.get_xlabel() == "epoch" for ax in fig.axes[0].child_axes)
 
 
 def test_baseline_presets_name_one_system():
