@@ -72,7 +72,8 @@ def table() -> str:
     if not cell or cell[2] not in mil_config.POOLINGS:
       continue  # e.g. mil_encoder, the pretrained encoder's run
     pretrained, pooling, bags = bool(cell[1]), cell[2], cell[3]
-    rows = [r for r in map(report.load_results, sorted(path.glob("seed_*"))) if r]
+    rows = [r for r in map(report.load_results, sorted(path.glob("seed_*")))
+            if r and r.get("test_auc_ema") is not None]
     if rows:
       cells.append((pretrained, mil_config.POOLINGS.index(pooling), int(bags), pooling, rows))
   cells.sort()

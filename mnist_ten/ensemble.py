@@ -13,7 +13,6 @@ training may use:
 Test labels score the combinations only, after they are chosen.
 """
 import dataclasses
-import json
 import pathlib
 from typing import Dict, List, Sequence
 
@@ -57,11 +56,36 @@ def agreement_scores(members: List["Member"]) -> np.ndarray:
   # Pairwise, not against the others' vote: with three members, the two that
   # remain when one is left out tie wherever they differ, and the vote cannot
   # tell which of them is the odd one out.
-  if len(members) < 2:
-    raise ConfigError("selector 'agreement' needs at least two members")
+  if len(members) < 3:
+    # With two, each agrees with the other exactly as often: no choice.
+    raise ConfigError("selector 'agreement' needs at least three members")
+  if any(m.unlabeled_probs is None for m in members):
+    raise ConfigError("selector 'agreement' needs unlabeled train images; these members "
+                      "use every train label: use --selector=validation with "
+                      "--config.data.validation_size=N")
   guesses = np.stack([m.unlabeled_probs.argmax(-1) for m in members])
   pairs = (guesses[:, None] == guesses[None, :]).mean(-1)
   return (pairs.sum(1) - 1.0) / (len(members) - 1)
+
+
+def check(selector: str, config, num_members: int, tolerance: float):
+  """Refuses, before any member trains, a selector the members cannot serve."""
+  SELECTORS.get(selector)  # a known name
+  if not tolerance >= 0:
+    raise ConfigError(f"tolerance={tolerance} must be >= 0 (members within it of the best "
+                      "are kept)")
+  if num_members < 1:
+    raise ConfigError(f"an ensemble needs at least one member, got {num_members}")
+  if selector == "validation" and not config.data.validation_size:
+    raise ConfigError("selector 'validation' needs a labeled validation split: set "
+                      "--config.data.validation_size=N (e.g. 5000)")
+  if selector == "agreement":
+    if num_members < 3:
+      raise ConfigError("selector 'agreement' needs at least three members")
+    if config.data.labels_per_class == -1 and not config.data.validation_size:
+      raise ConfigError("selector 'agreement' needs unlabeled train images; with every "
+                        "train label used, use --selector=validation and "
+                        "--config.data.validation_size=N")
 
 
 def select(scores: np.ndarray, tolerance: float) -> np.ndarray:
@@ -87,26 +111,30 @@ class Member:
 
 def load_member(workdir, num_unlabeled: int = 10000) -> Member:
   """A member's probabilities as its run evaluated itself (network and any
-  vote), cached in WORKDIR/ensemble_probs.npz: a rerun is instant."""
+  vote), cached in WORKDIR/ensemble_probs.npz for its checkpoint and these
+  images: a rerun is instant."""
   workdir = pathlib.Path(workdir)
   if not (workdir / "results.json").exists():
     raise WorkdirError(f"ensemble member {str(workdir)!r} has not finished (no results.json)")
   parts = run_lib.Parts.from_workdir(workdir)
   dataset, split = parts.dataset, parts.split
-  cache = workdir / "ensemble_probs.npz"
-  arrays = dict(np.load(cache)) if cache.exists() else {}
   # The same unlabeled images for every member of one draw (they share the split).
   unlabeled = split.unlabeled[np.linspace(0, split.unlabeled.size - 1,
                                           min(num_unlabeled, split.unlabeled.size)).astype(int)]
   wanted = {"test": dataset.test_images, "unlabeled": dataset.train_images[unlabeled],
             "val": dataset.train_images[split.validation]}
+  key = f"{run_lib.latest_step(workdir)} {unlabeled.size} {split.validation.size}"
+  cache = workdir / "ensemble_probs.npz"
+  arrays = dict(np.load(cache)) if cache.exists() else {}
+  if str(arrays.pop("key", "")) != key:
+    arrays = {}  # another checkpoint, or other images
   if any(name not in arrays for name, images in wanted.items() if len(images)):
     classifier = inference.load_classifier(workdir)
     for name, images in wanted.items():
       if len(images) and name not in arrays:
         arrays[name] = classifier(images)[1].astype(np.float32)
     tmp = workdir / "ensemble_probs.tmp.npz"
-    np.savez(tmp, **arrays)
+    np.savez(tmp, key=np.array(key), **arrays)
     tmp.replace(cache)
   return Member(workdir, arrays["test"], dataset.test_labels,
                 unlabeled_probs=arrays.get("unlabeled"),
@@ -120,6 +148,8 @@ def combine(members: Sequence[Member], selector: str, tolerance: float = 0.005) 
   scores and choice)."""
   if not members:
     raise ConfigError("an ensemble needs at least one finished member")
+  if not tolerance >= 0:
+    raise ConfigError(f"tolerance={tolerance} must be >= 0")
   labels = members[0].test_labels
   probs = np.stack([m.test_probs for m in members])
   num_classes = probs.shape[-1]
@@ -143,9 +173,3 @@ def combine(members: Sequence[Member], selector: str, tolerance: float = 0.005) 
                out["soft_vote"]["accuracy"], out["hard_vote"]["accuracy"], selector,
                chosen.tolist(), out["selected"]["accuracy"])
   return out
-
-
-def write(path: pathlib.Path, record: Dict):
-  tmp = path.with_suffix(".tmp")
-  tmp.write_text(json.dumps(record, indent=2))
-  tmp.replace(path)

@@ -266,25 +266,37 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
                / (positives * (n - positives)))
 
 
+def mean_bag_auc(instance_labels: np.ndarray, weights: np.ndarray) -> float:
+  """The mean over bags of the AUC of each bag's instance weights against
+  its instance labels (-1: padding); bags without both kinds are skipped.
+  Within a bag: the weights share 1 there, so they rank its own instances."""
+  aucs = [roc_auc(labels[labels >= 0], w[labels >= 0])
+          for labels, w in zip(instance_labels, weights)]
+  aucs = [a for a in aucs if not np.isnan(a)]
+  return float(np.mean(aucs)) if aucs else float("nan")
+
+
 @EVALUATORS.register("mil")
 class Bags(Evaluator):
   """Bags of instances (`data.bags`): bag accuracy and macro-F1 as `head`,
   the bag AUC of P(positive), and, for an attention pooling, the instance
-  AUC of the attention weights against the instance labels within the
-  positive test bags (the weights share 1 within a bag, so they rank a bag's
-  own instances: do they single out its target digits?)."""
+  AUC: within each positive test bag, how well the attention weights rank
+  its target instances above the others (the mean over bags)."""
 
-  def _outputs(self, rnd, tag, eval_set):
-    model = self.ctx.model
+  def __init__(self, name, cfg, ctx):
+    super().__init__(name, cfg, ctx)
+    if any(s.images.ndim != 5 for s in ctx.eval_sets):
+      raise ConfigError(f"evaluator {name!r} (type mil) scores bags of instances; this "
+                        "run's data are not bags (set data.bags, or use evaluator head)")
 
     def outputs(variables, bags):
-      probs = jax.nn.softmax(model.apply(variables, bags, train=False))
-      weights = models.attention_weights(model, variables, bags)
+      logits, weights = models.bag_outputs(ctx.model, variables, bags)
       if weights is None:
         weights = jnp.full(bags.shape[:2], jnp.nan)
-      return jnp.concatenate([probs, weights], -1)
-    if not hasattr(self, "_predict"):
-      self._predict = make_predict(outputs, self.ctx.batch_size, self.ctx.sharding, argmax=False)
+      return jnp.concatenate([jax.nn.softmax(logits), weights], -1)
+    self._predict = make_predict(outputs, ctx.batch_size, ctx.sharding, argmax=False)
+
+  def _outputs(self, rnd, tag, eval_set):
     return rnd.memo(("mil", tag, eval_set.name),
                     lambda: self._predict(rnd.weights[tag], eval_set.images))
 
@@ -300,8 +312,9 @@ class Bags(Evaluator):
         metrics["auc"] = roc_auc(eval_set.labels, values[:, 1])
         weights = values[:, 2:]
         if eval_set.instance_labels is not None and not np.isnan(weights).all():
-          inside = (eval_set.instance_labels >= 0) & (eval_set.labels[:, None] == 1)
-          metrics["instance_auc"] = roc_auc(eval_set.instance_labels[inside], weights[inside])
+          positive = eval_set.labels == 1
+          metrics["instance_auc"] = mean_bag_auc(eval_set.instance_labels[positive],
+                                                 weights[positive])
     return out
 
 

@@ -83,6 +83,11 @@ class Classifier:
                        + (": convert them to greyscale" if c == 1 else ""))
     if images.ndim == 3:
       images = images[..., None]  # [N, H, W] grey images
+    return self._scaled(images, scale)
+
+  @staticmethod
+  def _scaled(images, scale):
+    """Numbers as float32 in [0, 1]: uint8 pixels, floats over `scale`, or floats in [0, 1]."""
     if scale is not None:
       if not scale > 0:
         raise InputError(f"scale={scale!r} must be the positive value of a white pixel")
@@ -104,9 +109,10 @@ class Classifier:
     if bags.ndim != 5 or tuple(bags.shape[2:]) != tuple(instance):
       raise InputError(f"this run's model takes bags [N, L, {', '.join(map(str, instance))}] "
                        f"(datasets.pack_bags), got shape {list(bags.shape)}")
-    bags = bags.astype(np.float32) / float(scale or 255.0) if (
-        scale or np.issubdtype(bags.dtype, np.integer)) else bags
-    return np.asarray(bags, np.float32)
+    if bags.dtype == bool or not (np.issubdtype(bags.dtype, np.integer)
+                                  or np.issubdtype(bags.dtype, np.floating)):
+      raise InputError(f"bags must be numbers (uint8 pixels or floats), got dtype {bags.dtype}")
+    return self._scaled(bags, scale)
 
   def _batched(self, fn, images, batch_size):
     if not len(images):

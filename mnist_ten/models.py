@@ -184,13 +184,13 @@ class BagEncoder(nn.Module):
     return self.pooling(h.reshape((b, l, -1)), mask)
 
 
-def attention_weights(model: nn.Module, variables, bags):
-  """A bag model's attention weights [B, L] (0 at padding) for float bags,
-  or None when its pooling has none (max, mean)."""
-  _, state = model.apply(variables, bags, train=False, mutable=["intermediates"])
+def bag_outputs(model: nn.Module, variables, bags):
+  """A bag model's (logits [B, C], attention weights [B, L] or None when its
+  pooling has none: max, mean) for float bags, from one forward pass."""
+  logits, state = model.apply(variables, bags, train=False, mutable=["intermediates"])
   found = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]
            if "attention" in jax.tree_util.keystr(path)]
-  return found[0] if found else None
+  return logits, (found[0] if found else None)
 
 
 def _norm(kind: str, train: bool, name=None, zero_scale: bool = False):
@@ -268,11 +268,22 @@ def mil(*, instance=(("name", "lenet"), ("batch_norm", False), ("channels", (20,
   of the instance encoder (default: Ilse et al.'s), `pooling` a name of
   POOLINGS."""
   instance = dict(instance)
-  name = instance.pop("name")
-  if name == "mil":
-    raise ConfigError("model mil: the instance encoder cannot itself be a bag model")
-  return BagEncoder(MODELS.get(name)(**instance), POOLINGS.get(pooling)(hidden),
-                    freeze_instance)
+  name = instance.pop("name", None)
+  if name is None or name == "mil":
+    raise ConfigError("model mil: model.instance needs the name of an instance encoder "
+                      f"(e.g. lenet), got {name!r}")
+  if not freeze_instance and (instance.get("batch_norm") or instance.get("norm") == "batch"):
+    # Padding instances would enter the batch statistics, more of them in longer bags.
+    raise ConfigError("model mil: a trained instance encoder cannot use batch norm (the "
+                      "padding would enter its statistics); set batch_norm=False (or "
+                      "norm='group'), or freeze_instance=True for a pretrained one")
+  if instance.get("kernel_grad", "auto") not in layers.KERNEL_GRADS:
+    raise ConfigError(f"model mil: instance.kernel_grad must be one of {layers.KERNEL_GRADS}")
+  try:
+    encoder = MODELS.get(name)(**instance)
+  except TypeError as e:
+    raise ConfigError(f"model mil: instance {name!r}: {e}") from None
+  return BagEncoder(encoder, POOLINGS.get(pooling)(hidden), freeze_instance)
 
 
 @MODELS.register("resnet")

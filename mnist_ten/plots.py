@@ -400,8 +400,10 @@ def draw_run(workdir, *, parts, round_=None, report: str = "", state=None, write
 
 
 def _attention(parts, variables):
-  return lambda bags: (lambda w: None if w is None else np.asarray(w))(
-      models.attention_weights(parts.model, variables, jnp.asarray(bags, jnp.float32) / 255.0))
+  def attention(bags):
+    _, weights = models.bag_outputs(parts.model, variables, jnp.asarray(bags, jnp.float32) / 255.0)
+    return None if weights is None else np.asarray(weights)
+  return attention
 
 
 def _network(parts, variables) -> inference.Classifier:

@@ -62,6 +62,7 @@ class Parts:
         validation_size=config.data.validation_size,
         num_unlabeled=config.data.num_unlabeled)
     config_lib.resolve_epochs(config, split.labeled.size)
+    _check_bags(config, dataset)
     if config.data.standardize and "standardize" not in config.model:
       with config.unlocked():
         config.model.standardize = _train_statistics(dataset, split)
@@ -104,6 +105,25 @@ class Parts:
                         "train image is labeled or held out")
 
 
+def _check_bags(config, dataset):
+  """Bags and the bag model go together, and a frozen instance encoder is a
+  pretrained one."""
+  bags, mil = datasets.is_bags(dataset), config.model.name == "mil"
+  if bags and not mil:
+    raise ConfigError(f"data.bags makes bags of instances; model {config.model.name!r} takes "
+                      "single images: use model.name='mil' (configs/mil.py)")
+  if mil and not bags:
+    raise ConfigError("model 'mil' takes bags of instances: set data.bags (configs/mil.py)")
+  if bags and config.data.standardize:
+    raise ConfigError("data.standardize does not apply to bags (their padding and mask "
+                      "channel would enter the statistics); leave it False")
+  if mil and (config.model.get("freeze_instance") or config.init_scope == "instance") and (
+      not config.init_from):
+    raise ConfigError("model mil with freeze_instance (or init_scope='instance') needs "
+                      "--config.init_from=WORKDIR, the run whose encoder becomes the "
+                      "instance encoder; without it a random encoder would stay frozen")
+
+
 def _train_statistics(dataset, split) -> list:
   """[mean, std] of the train images the run may see (labeled and unlabeled,
   not the held-out or test ones), as floats in [0, 1] pixels: no label is read."""
@@ -122,6 +142,15 @@ def _open_checkpoints(workdir) -> checkpoint.Checkpointer:
     ckpt.close()
     raise WorkdirError(f"{str(workdir)!r} holds no complete checkpoint yet")
   return ckpt
+
+
+def latest_step(workdir) -> int:
+  """The step of the workdir's newest complete checkpoint."""
+  ckpt = _open_checkpoints(workdir)
+  try:
+    return ckpt.latest_step()
+  finally:
+    ckpt.close()
 
 
 def check_weights(workdir):

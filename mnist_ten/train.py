@@ -269,12 +269,6 @@ class _LogFile:
     console.setLevel(self._saved[1])
 
 
-def _write_json(path: pathlib.Path, obj):
-  tmp = path.with_suffix(path.suffix + ".tmp")
-  tmp.write_text(json.dumps(obj, indent=2, default=str))
-  tmp.replace(path)  # atomic: readers never see half a file
-
-
 def _window_means(pending) -> Dict[str, float]:
   """Means of each metric over the steps since the last log line. A method
   marks a metric it did not measure on a step as NaN (e.g. the supervised loss
@@ -411,7 +405,7 @@ def _run_stage(config, workdir: pathlib.Path, setup: Setup, start_time: float) -
   try:
     if is_main:
       (workdir / "config.json").write_text(config_lib.to_json(config))
-      _write_json(workdir / "split.json", {
+      workdir_lib.write_json(workdir / "split.json", {
           "dataset": dataset.name, "num_classes": dataset.num_classes,
           "image_shape": list(dataset.image_shape), **split.to_json()})
     with _LogFile(workdir / "log.txt") if is_main else contextlib.nullcontext() as log:
@@ -701,7 +695,7 @@ def _finish(config, workdir, setup, is_main, state, clock, prepare_seconds, host
         host_data.pseudo_labels[kept], minlength=setup.dataset.num_classes).tolist()
   try:
     if is_main:
-      _write_json(workdir / "results.json", results)
+      workdir_lib.write_json(workdir / "results.json", results)
       if config.plots:
         _draw(workdir, setup, evaluations.last_round, evaluations.report, state, writer)
   finally:
@@ -802,7 +796,7 @@ def _evaluate_nonparametric(config, workdir, setup, is_main) -> Dict:
                      "predict", timing={"steps": 0, "train_seconds": time.time() - t,
                                  "wall_seconds": time.time() - t, "images_per_second": 0.0})
   if is_main:
-    _write_json(workdir / "results.json", results)
+    workdir_lib.write_json(workdir / "results.json", results)
     if config.plots:
       rnd = evaluate.EvalRound({})
       rnd.predictions[("predict", "test_ema")] = (predictions, np.ones(len(predictions)))

@@ -79,6 +79,14 @@ class Lock:
       self._fd = None
 
 
+def write_json(path, obj):
+  """Writes `obj` as JSON atomically: readers never see half a file."""
+  path = pathlib.Path(path)
+  tmp = path.with_suffix(path.suffix + ".tmp")
+  tmp.write_text(json.dumps(obj, indent=2, default=str))
+  tmp.replace(path)
+
+
 def _describe(raw: bytes) -> str:
   try:
     h = json.loads(raw.decode())

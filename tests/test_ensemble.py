@@ -62,12 +62,26 @@ def test_validation_selector_needs_a_validation_split_and_uses_its_labels():
   assert [m["validation_score"] for m in out["members"]] == [1.0, 0.5, 1.0]
 
 
+def test_selectors_the_members_cannot_serve_are_refused_before_any_training(toy_config):
+  toy_config.data.labels_per_class = -1
+  with pytest.raises(ConfigError, match="needs a labeled validation split"):
+    ensemble.check("validation", toy_config, 5, 0.005)
+  with pytest.raises(ConfigError, match="needs unlabeled train images"):
+    ensemble.check("agreement", toy_config, 3, 0.005)
+  toy_config.data.labels_per_class = 3
+  with pytest.raises(ConfigError, match="at least three members"):
+    ensemble.check("agreement", toy_config, 2, 0.005)
+  with pytest.raises(ConfigError, match="tolerance=-0.1 must be >= 0"):
+    ensemble.check("agreement", toy_config, 3, -0.1)
+  ensemble.check("agreement", toy_config, 3, 0.0)
+
+
 def test_ensemble_script_trains_members_once_and_writes_the_combination(toy_config, tmp_path):
   toy_config.data.labels_per_class = 3
   out = tmp_path / "ens"
-  record = ensemble_exp.run_draw(toy_config, 0, 2, out, "agreement", 0.005)
-  assert len(record["member_test_accuracy_ema"]) == 2
-  for m in (0, 1):
+  record = ensemble_exp.run_draw(toy_config, 0, 3, out, "agreement", 0.005)
+  assert len(record["member_test_accuracy_ema"]) == 3
+  for m in (0, 1, 2):
     saved = json.loads((out / "seed_0" / f"member_{m}" / "config.json").read_text())
     assert saved["seed"] == m and saved["data"]["label_seed"] == 0  # same labels, own init
   a, b = (json.loads((out / "seed_0" / f"member_{m}" / "split.json").read_text())
@@ -75,7 +89,7 @@ def test_ensemble_script_trains_members_once_and_writes_the_combination(toy_conf
   assert a["labeled"] == b["labeled"]
   assert 0.0 <= record["test_accuracy_ema"] <= 1.0 and "hard_vote" in record
   stamp = (out / "seed_0" / "member_0" / "results.json").stat().st_mtime_ns
-  again = ensemble_exp.run_draw(toy_config, 0, 2, out, "agreement", 0.005)
+  again = ensemble_exp.run_draw(toy_config, 0, 3, out, "agreement", 0.005)
   assert (out / "seed_0" / "member_0" / "results.json").stat().st_mtime_ns == stamp  # reused
   assert again["test_accuracy_ema"] == record["test_accuracy_ema"]
   table = ensemble_exp.table(out)

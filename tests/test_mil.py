@@ -88,7 +88,7 @@ def test_poolings_ignore_padding_and_instance_order(pooling):
   shuffled = bags.at[0, :3].set(bags[0, jnp.array([2, 0, 1])])
   for other in (junk, longer, shuffled):
     np.testing.assert_allclose(model.apply(variables, other), logits, rtol=1e-5, atol=1e-6)
-  weights = models.attention_weights(model, variables, bags)
+  _, weights = models.bag_outputs(model, variables, bags)
   if pooling in ("attention", "gated"):
     np.testing.assert_allclose(weights.sum(1), 1.0, rtol=1e-6)
     np.testing.assert_array_equal(weights[index < 0], 0.0)
@@ -98,6 +98,42 @@ def test_poolings_ignore_padding_and_instance_order(pooling):
   assert np.isfinite(model.apply(variables, jnp.zeros_like(bags))).all()
 
 
+def test_bags_refuse_what_does_not_fit_them(tmp_path):
+  from configs import mil
+  with pytest.raises(ConfigError, match="cannot use batch norm"):
+    models.build(config_lib.model_config(
+        "mil", instance=dict(name="lenet", batch_norm=True)), num_classes=2)
+  with pytest.raises(ConfigError, match="needs the name of an instance encoder"):
+    models.build(config_lib.model_config("mil", instance=dict(widths=(8,))), num_classes=2)
+  cases = [("model", "model 'lenet' takes single images"),
+           ("augment", "does not apply to bags of instances"),
+           ("standardize", "does not apply to bags"),
+           ("frozen", "needs --config.init_from")]
+  for change, message in cases:
+    c = _quick(tmp_path)
+    if change == "model":
+      c.model = config_lib.model_config("lenet")
+    elif change == "augment":
+      c.augment.labeled = "affine(rotate=10)"
+    elif change == "standardize":
+      c.data.standardize = True
+    else:
+      c = _quick(tmp_path, "pretrained,quick")
+    with pytest.raises(ConfigError, match=message):
+      train.train_and_evaluate(c, tmp_path / change)
+    assert not (tmp_path / change).exists()  # refused before anything is written
+  plain = config_lib.base()
+  plain.model = mil.get_config().model
+  with pytest.raises(ConfigError, match="model 'mil' takes bags of instances"):
+    run_lib.Parts.from_config(plain, _toy_images())
+
+
+def _toy_images():
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 255, (40, 6, 6, 1)).astype(np.uint8)
+  return datasets.Dataset("toy", x, _labels(40), x, _labels(40), num_classes=10)
+
+
 def test_roc_auc_matches_hand_computed_cases():
   assert evaluate.roc_auc([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == 1.0
   assert evaluate.roc_auc([0, 0, 1, 1], [0.9, 0.8, 0.2, 0.1]) == 0.0
@@ -105,6 +141,10 @@ def test_roc_auc_matches_hand_computed_cases():
   # Pairs (positive > negative): 0.7 beats 0.3, 0.2; 0.4 beats 0.3, 0.2; loses to 0.5 -> 5/6.
   assert evaluate.roc_auc([1, 1, 0, 0, 0], [0.7, 0.4, 0.5, 0.3, 0.2]) == pytest.approx(5 / 6)
   assert np.isnan(evaluate.roc_auc([1, 1], [0.2, 0.3]))
+  # Instance AUC: per bag (padding -1 left out, bags of one kind skipped), then the mean.
+  labels = np.array([[1, 0, 0, -1], [0, 1, -1, -1], [1, 1, -1, -1]])
+  weights = np.array([[0.5, 0.3, 0.2, 0.0], [0.6, 0.4, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0]])
+  assert evaluate.mean_bag_auc(labels, weights) == pytest.approx((1.0 + 0.0) / 2)
 
 
 def _quick(tmp_path, preset="quick"):

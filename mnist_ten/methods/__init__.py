@@ -39,10 +39,19 @@ class Context:
     """The examples are 2-D points ([1, 1, 2] "images"), with nothing to augment."""
     return tuple(self.image_shape)[:2] == (1, 1)
 
+  @property
+  def bags(self) -> bool:
+    """The examples are bags of instances ([L, H, W, C + 1], datasets.pack_bags)."""
+    return len(tuple(self.image_shape)) == 4
+
   def augmenter(self, spec: str) -> Callable:
     if self.points and augment.parse(spec):
       raise ConfigError(f"augmentation {spec!r} needs images, and this dataset's examples are "
                         "2-D points: set the config.augment entries this method uses to ''")
+    if self.bags and augment.parse(spec):
+      # The ops see one [L, H, W, C + 1] array, mask channel included: refused, not mangled.
+      raise ConfigError(f"augmentation {spec!r} does not apply to bags of instances "
+                        "(data.bags): set the config.augment entries this method uses to ''")
     return augment.build(spec, hflip_allowed=self.hflip_allowed)
 
 
@@ -102,6 +111,9 @@ class Method:
 
 def build(config, ctx: Context) -> Method:
   cls = METHODS.get(config.method)
+  if ctx.bags and config.method != "supervised":
+    raise ConfigError(f"method {config.method!r} does not take bags of instances "
+                      "(data.bags); bags train with method 'supervised' on their bag labels")
   if ctx.points and cls.needs_images:
     raise ConfigError(f"method {config.method!r} needs images (it learns from views of "
                       "them), and this dataset's examples are 2-D points: use supervised, "
