@@ -46,6 +46,7 @@ def base() -> ml_collections.ConfigDict:
       standardize=False,    # inputs minus the train images' mean, over their std
       synthetic=ml_collections.ConfigDict(),  # a synthetic dataset's sizes and seed
       bags=ml_collections.ConfigDict(),  # set: bags of instances (datasets.make_bags)
+      class_prior=(),       # each class's share of the data, if known; (): the labeled set's
       hflip="auto",         # whether horizontal flips keep labels: auto|true|false
   ))
   c.model = model_config("resnet")
@@ -71,6 +72,11 @@ def base() -> ml_collections.ConfigDict:
   c.checkpoint_every = 500
   c.keep_checkpoints = 2
   c.eval_batch_size = 1000
+
+  # Warn when a class's share of the pseudo-labels or of the predictions on
+  # the unlabeled images is below low x or above high x what the labeled set
+  # (or data.class_prior) implies (mnist_ten/shares.py).
+  c.share_warn = ml_collections.ConfigDict(dict(low=1 / 3, high=2.0))
 
   c.init_from = ""          # a workdir whose latest weights initialise this run
   c.init_scope = "encoder"  # encoder | all | instance (its encoder as a bag model's instance encoder)
@@ -163,6 +169,9 @@ def validate(config):
     raise ConfigError(f"label_smoothing must be in [0, 1), got {config.label_smoothing}")
   if config.eval_median_of < 1:
     raise ConfigError(f"eval_median_of must be >= 1, got {config.eval_median_of}")
+  if not (0.0 <= config.share_warn.low <= 1.0 <= config.share_warn.high):
+    raise ConfigError(f"share_warn: needs 0 <= low <= 1 <= high, got low="
+                      f"{config.share_warn.low}, high={config.share_warn.high}")
   if config.init_scope not in ("encoder", "all", "instance"):
     raise ConfigError(f"init_scope must be 'encoder', 'all' or 'instance', got "
                       f"{config.init_scope!r}")
@@ -174,8 +183,8 @@ EVAL_KEYS = ("evals", "eval_report", "eval_median_of", "plots")
 
 
 # Keys added later with defaults that compute what runs before them computed.
-ADDED_KEYS = ("reevaluate", "num_epochs")
-ADDED_DATA_KEYS = ("num_unlabeled", "standardize", "synthetic", "bags")
+ADDED_KEYS = ("reevaluate", "num_epochs", "share_warn")
+ADDED_DATA_KEYS = ("num_unlabeled", "standardize", "synthetic", "bags", "class_prior")
 
 
 def from_saved(saved: dict) -> ml_collections.ConfigDict:

@@ -25,6 +25,7 @@ import optax
 
 from mnist_ten import checkpoint
 from mnist_ten import config as config_lib
+from mnist_ten import datasets
 from mnist_ten import errors
 from mnist_ten import evaluate
 from mnist_ten import inference
@@ -34,6 +35,7 @@ from mnist_ten import optim
 from mnist_ten import parallel
 from mnist_ten import plots
 from mnist_ten import run as run_lib
+from mnist_ten import shares as shares_lib
 from mnist_ten import workdir as workdir_lib
 from mnist_ten.errors import ConfigError, DiskError, TrainingError, WorkdirError
 from mnist_ten.metric_writer import MetricWriter
@@ -42,7 +44,7 @@ from mnist_ten.metric_writer import MetricWriter
 # is read from and how often to log do not change what is computed.
 RESUME_MAY_CHANGE = ("data.data_dir", "data.idx_dir", "data.cache_dir",
                      "data.download", "log_every", "eval_every", "keep_checkpoints",
-                     "eval_with", "reevaluate", *config_lib.EVAL_KEYS)
+                     "eval_with", "reevaluate", "share_warn", *config_lib.EVAL_KEYS)
 
 
 BAD_STEP = "first_nonfinite_step"  # a step's metrics: where training diverged
@@ -605,6 +607,48 @@ def _prepare_data(setup) -> input_pipeline.TrainData:
   return data
 
 
+class _ClassShares:
+  """Each class's share of the pseudo-labels (after `prepare`) and of the
+  network's predictions on the unlabeled images (at the end), logged, warned
+  about when far from what the labeled set implies (`config.share_warn`),
+  and recorded in results.json. Reads no hidden label."""
+  MAX_IMAGES = 10_000  # predictions on a fixed subset: seconds, not a pass over the set
+
+  def __init__(self, config, setup, host_data: input_pipeline.TrainData):
+    self.config, self.setup, self.data = config, setup, host_data
+    self.num_classes = setup.dataset.num_classes
+    self.expected = shares_lib.expected_shares(host_data.labeled_labels, self.num_classes,
+                                               tuple(config.data.class_prior))
+    self.record = {}
+
+  def _note(self, key: str, what: str, shares):
+    self.record[key] = shares.round(6).tolist()
+    logging.info("class shares of %s: %s", what, shares_lib.format_shares(shares))
+    found = shares_lib.warnings(shares, self.expected, what, self.config.share_warn.low,
+                                self.config.share_warn.high)
+    for line in found:
+      logging.warning("%s", line)
+    self.record.setdefault("class_share_warnings", []).extend(found)
+
+  def pseudo_labels(self):
+    if self.data.pseudo_labels is not None and len(self.data.pseudo_labels):
+      self._note("pseudo_label_shares", "the pseudo-labels",
+                 shares_lib.class_shares(self.data.pseudo_labels, self.num_classes,
+                                         self.data.pseudo_weights))
+
+  def predictions(self, state):
+    images = self.data.unlabeled_images
+    if not len(images) or datasets.is_bags(self.setup.dataset):
+      return
+    pick = np.linspace(0, len(images) - 1, min(len(images), self.MAX_IMAGES)).astype(int)
+    model, mesh = self.setup.model, self.setup.mesh
+    predict = evaluate.make_predict(lambda v, x: model.apply(v, x, train=False),
+                                    self.config.eval_batch_size, parallel.batch_sharded(mesh))
+    predicted = predict(state.variables("ema"), parallel.put_replicated(images[pick], mesh))
+    self._note("unlabeled_prediction_shares", "the network's predictions on the unlabeled "
+               "images", shares_lib.class_shares(predicted, self.num_classes))
+
+
 def _build_evaluators(config, setup, data, eval_sets) -> Dict[str, evaluate.Evaluator]:
   ctx = evaluate.EvalContext(
       model=setup.model, method=setup.method, eval_sets=eval_sets,
@@ -628,6 +672,8 @@ def _train(config, workdir, setup, is_main, start_time, log_start=None) -> Dict:
   t = time.time()
   host_data = _prepare_data(setup)
   prepare_seconds = time.time() - t
+  class_shares = _ClassShares(config, setup, host_data)
+  class_shares.pseudo_labels()
   data = input_pipeline.to_device(host_data, setup.mesh)
   eval_sets = input_pipeline.make_eval_sets(setup.dataset, setup.split, setup.mesh)
   # What a method adds at prediction (a graph's vote) is fixed for the run:
@@ -672,14 +718,15 @@ def _train(config, workdir, setup, is_main, start_time, log_start=None) -> Dict:
       ckpt.close()
 
   return _finish(config, workdir, setup, is_main, state, clock, prepare_seconds, host_data,
-                 evaluations, writer)
+                 evaluations, writer, class_shares)
 
 
 def _finish(config, workdir, setup, is_main, state, clock, prepare_seconds, host_data,
-            evaluations, writer) -> Dict:
+            evaluations, writer, class_shares) -> Dict:
   """The final evaluation, results.json and the plots of a trained stage."""
   step = int(state.step)
   final = evaluations(state, step, final=True)
+  class_shares.predictions(state)
   results = _results(config, setup, final, evaluations.report, evaluators=evaluations.evaluators,
                      timing={
       "steps": step, "train_seconds": clock.train_seconds,
@@ -693,6 +740,7 @@ def _finish(config, workdir, setup, is_main, state, clock, prepare_seconds, host
     kept = host_data.pseudo_weights > 0
     results["pseudo_label_counts"] = np.bincount(
         host_data.pseudo_labels[kept], minlength=setup.dataset.num_classes).tolist()
+  results.update(class_shares.record)
   try:
     if is_main:
       workdir_lib.write_json(workdir / "results.json", results)

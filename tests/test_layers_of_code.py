@@ -8,7 +8,8 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "mnist_ten"
 LAYERS = [
     {"errors", "registry"},
     {"config", "models", "layers", "losses", "optim", "parallel", "datasets", "splits",
-     "augment", "neighbors", "checkpoint", "metric_writer", "workdir"},
+     "augment", "neighbors", "checkpoint", "metric_writer", "workdir",
+     "shares"},
     {"graph", "input_pipeline"},
     {"methods"},
     {"evaluate", "run"},
