@@ -230,15 +230,47 @@ def poisson_learning(neighbors, weights, seeds, seed_labels, *, num_classes: int
   return jax.lax.fori_loop(0, iterations, body, jnp.zeros((n, num_classes)))
 
 
-def confident_labels(scores: np.ndarray, keep: float):
+def size_offsets(scores: np.ndarray, low: np.ndarray, high: np.ndarray,
+                 max_rounds: int = 1000) -> np.ndarray:
+  """Offsets b [C] such that argmax_c(scores + b) gives each class between
+  `low[c]` and `high[c]` rows (where the bounds allow it), the smallest
+  moves first: a class below its bound takes the rows that least prefer
+  another class, one above gives up its least sure rows. Within the bounds
+  nothing moves (b = 0). An auction-like dual ascent of the size-bounded
+  assignment (Bertsekas); a round fixes the class furthest out of bounds."""
+  n, c = scores.shape
+  low = np.clip(np.floor(low), 0, n).astype(int)
+  high = np.clip(np.ceil(high), 1, n).astype(int)
+  b = np.zeros(c)
+  for _ in range(max_rounds):
+    shifted = scores + b
+    sizes = np.bincount(shifted.argmax(1), minlength=c)
+    excess = np.maximum(low - sizes, sizes - high) / np.maximum(low, 1)
+    j = int(excess.argmax())
+    if excess[j] <= 0:
+      break
+    others = np.delete(shifted, j, axis=1).max(1)
+    gap = np.sort(shifted[:, j] - others)[::-1]  # how much each row prefers j
+    if sizes[j] < low[j]:
+      b[j] -= gap[low[j] - 1] - 1e-9  # the low[j] rows that prefer j most now pick it
+    else:
+      b[j] -= gap[high[j] - 1] - (gap[high[j] - 1] - gap[high[j]]) / 2  # keep high[j]
+  return b
+
+
+def confident_labels(scores: np.ndarray, keep: float, sizes=None):
   """Pseudo-labels and a class-balanced confidence mask.
 
   Poisson scores differ in scale between classes, so each class's column is
   standardised first. The label is the argmax; within each predicted class
   the `keep` fraction with the largest margin (best minus second best) is
-  kept. Returns (labels int32 [N], mask float32 [N]).
+  kept. `sizes`: (low [C], high [C]) bounds on each class's number of rows,
+  met by per-class offsets (`size_offsets`) before the argmax. Returns
+  (labels int32 [N], mask float32 [N]).
   """
   z = (scores - scores.mean(0)) / (scores.std(0) + 1e-12)
+  if sizes is not None:
+    z = z + size_offsets(z, *sizes)
   labels = z.argmax(1)
   top2 = np.sort(z, axis=1)[:, -2:]
   margin = top2[:, 1] - top2[:, 0]

@@ -208,3 +208,50 @@ def test_knn_vote_carries_the_memory_labels_to_new_points():
   np.testing.assert_array_equal(one, [[1, 0, 0, 0]])
   with pytest.raises(ConfigError, match="k=61"):
     graph.knn_vote(queries, memory, labels, k=61, num_classes=4)
+
+
+def test_size_offsets_move_nothing_within_bounds_and_restore_a_vanished_class():
+  rng = np.random.default_rng(0)
+  truth = np.repeat(np.arange(3), 100)
+  scores = rng.normal(0, 0.3, (300, 3)) + 2.0 * np.eye(3)[truth]
+  low, high = np.full(3, 50.0), np.full(3, 200.0)
+  np.testing.assert_array_equal(graph.size_offsets(scores, low, high), 0.0)
+  # Class 2's images prefer class 1, and class 2 second: it has all but vanished.
+  faded = scores.copy()
+  faded[truth == 2, 1] += 2.5
+  assert np.bincount(faded.argmax(1), minlength=3)[2] < 20
+  labels = (faded + graph.size_offsets(faded, low, high)).argmax(1)
+  sizes = np.bincount(labels, minlength=3)
+  assert sizes[2] >= 50 and (sizes <= 200).all()
+  assert (truth[labels == 2] == 2).mean() > 0.95  # the rows that prefer 2 most are its own
+  # A class above its bound gives up its least sure rows.
+  labels = (faded + graph.size_offsets(faded, np.zeros(3), np.full(3, 150.0))).argmax(1)
+  assert np.bincount(labels, minlength=3).max() <= 150
+
+
+def test_size_bounds_repair_propagation_from_an_atypical_labeled_example():
+  """Three blobs; class 1's one labeled point lies in blob 0's fringe, so
+  Poisson learning hands most of blob 1 to its neighbours. Bounds on the
+  class sizes (what one label per class implies: equal shares) win back
+  most of it; a well-placed label is left exactly as it was."""
+  rng = np.random.default_rng(0)
+  centres = np.array([[0.0, 0.0], [4.0, 0.0], [8.0, 0.0]])
+  x = np.concatenate([c + rng.normal(0, 0.8, (150, 2)) for c in centres])
+  truth = np.repeat(np.arange(3), 150)
+  features = np.concatenate([x, np.full((450, 1), 3.0)], 1).astype(np.float32)
+  neighbors, weights = graph.weighted_knn_graph(features, 10)
+  bounds = (np.full(3, 0.9 * 150), np.full(3, 1.1 * 150))
+  for place, plain_at_most, bounded_at_least in (([1.5, 0.0], 0.65, 0.75),
+                                                 ([2.0, 0.0], 1.0, 0.99)):
+    seeds = np.array([np.argmin(((x - c) ** 2).sum(1) + 100 * (truth != i))
+                      for i, c in enumerate([centres[0], place, centres[2]])])
+    scores = graph.poisson_scores(neighbors, weights, seeds, truth[seeds], num_classes=3,
+                                  iterations=500)
+    plain, _ = graph.confident_labels(scores, 1.0)
+    bounded, _ = graph.confident_labels(scores, 1.0, sizes=bounds)
+    assert (plain == truth).mean() <= plain_at_most
+    assert (bounded == truth).mean() >= bounded_at_least
+    sizes = np.bincount(bounded, minlength=3)
+    assert ((sizes >= 135) & (sizes <= 165)).all()
+    if place == [2.0, 0.0]:
+      np.testing.assert_array_equal(bounded, plain)  # within bounds: nothing moves

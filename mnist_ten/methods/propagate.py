@@ -42,6 +42,7 @@ import numpy as np
 
 from mnist_ten import graph
 from mnist_ten import losses
+from mnist_ten import shares
 from mnist_ten.errors import ConfigError
 from mnist_ten.methods import METHODS, Method
 
@@ -73,6 +74,11 @@ class Propagate(Method):
                         "(0: the network predicts alone)")
     self.votes = bool(self.vote_k)
     self.refine = float(cfg.get("refine", 0.0))
+    bounds = tuple(cfg.get("size_bounds", ()))
+    if bounds and not (len(bounds) == 2 and 0.0 <= bounds[0] <= 1.0 <= bounds[1]):
+      raise ConfigError(f"propagate.size_bounds={bounds!r} must be () (off) or (low, high) "
+                        "with 0 <= low <= 1 <= high: each class's pseudo-labels between low "
+                        "and high times the size the labeled set implies")
     if self.refine and self.refine < 1.0:
       raise ConfigError(f"propagate.refine={self.refine} must be 0 (off) or >= 1: a group "
                         "moves when its edges to another class weigh `refine` times "
@@ -112,7 +118,8 @@ class Propagate(Method):
                                   np.asarray(data.labeled_labels),
                                   num_classes=self.ctx.num_classes, iterations=cfg.iterations)
     lap("Poisson learning")
-    labels, mask = graph.confident_labels(scores[n_lab:], cfg.keep)
+    labels, mask = graph.confident_labels(scores[n_lab:], cfg.keep,
+                                          sizes=self._size_bounds(data, len(images) - n_lab))
     if self.refine:
       # The labeled nodes keep their labels; a moved group keeps the mask
       # its nodes had under their old label.
@@ -139,6 +146,17 @@ class Propagate(Method):
     logging.info("propagate: %s", ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
     return data.replace(pseudo_labels=np.asarray(labels, np.int32),
                         pseudo_weights=np.asarray(mask, np.float32))
+
+  def _size_bounds(self, data, num_unlabeled: int):
+    """(low, high) rows per class from `propagate.size_bounds` times the
+    class sizes the labeled set (or data.class_prior) implies; None: off."""
+    bounds = tuple(self.config.propagate.get("size_bounds", ()))
+    if not bounds:
+      return None
+    expected = num_unlabeled * shares.expected_shares(
+        np.asarray(data.labeled_labels), self.ctx.num_classes,
+        tuple(self.config.data.get("class_prior", ())))
+    return bounds[0] * expected, bounds[1] * expected
 
   def vote(self, images):
     if not self.vote_k:
