@@ -64,6 +64,7 @@ def test_a_propagating_run_records_the_pseudo_labels_shares(toy_config, tmp_path
 def test_propagate_refuses_size_bounds_that_exclude_the_implied_size(toy_config):
   from mnist_ten import methods
   toy_config.method = "propagate"
+  toy_config.augment.strong = ""
   toy_config.propagate = dict(features="pixels(dim=32)", k=5, iterations=10, keep=1.0, mu=2,
                               lambda_u=1.0, agree_with_init=False, size_bounds=(1.2, 2.0))
   with pytest.raises(ConfigError, match=r"propagate.size_bounds=\(1.2, 2.0\) must be"):
