@@ -41,6 +41,8 @@ def base() -> ml_collections.ConfigDict:
       labels_per_class=1,   # -1: every train label
       label_seed=0,         # which examples are labeled
       labeled_indices=(),   # explicit train indices; overrides the draw
+      labeled_file="",      # or a proposal.json (python -m mnist_ten.propose) holding them
+      labeled_count=0,      # > 0: only the first N of labeled_file
       validation_size=0,    # train images held out, labels for monitoring only
       num_unlabeled=0,      # > 0: a draw of that many unlabeled images; 0: all
       standardize=False,    # inputs minus the train images' mean, over their std
@@ -184,7 +186,8 @@ EVAL_KEYS = ("evals", "eval_report", "eval_median_of", "plots")
 
 # Keys added later with defaults that compute what runs before them computed.
 ADDED_KEYS = ("reevaluate", "num_epochs", "share_warn")
-ADDED_DATA_KEYS = ("num_unlabeled", "standardize", "synthetic", "bags", "class_prior")
+ADDED_DATA_KEYS = ("num_unlabeled", "standardize", "synthetic", "bags", "class_prior",
+                   "labeled_file", "labeled_count")
 
 
 def from_saved(saved: dict) -> ml_collections.ConfigDict:

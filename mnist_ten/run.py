@@ -54,6 +54,13 @@ class Parts:
     saved copy rebuilds the run: the steps of `num_epochs`, the input
     statistics of `data.standardize`."""
     dataset = dataset or datasets.load(config.data)
+    if config.data.get("labeled_file"):
+      # Resolved into the config, so that its saved copy rebuilds the split.
+      indices = splits.read_labeled_file(config.data.labeled_file, config.data.labeled_count)
+      if config.data.labeled_indices and tuple(config.data.labeled_indices) != indices:
+        raise ConfigError("set data.labeled_indices or data.labeled_file, not both")
+      with config.unlocked():
+        config.data.labeled_indices = indices
     split = splits.make_split(
         dataset.train_labels, dataset.num_classes,
         labels_per_class=config.data.labels_per_class,

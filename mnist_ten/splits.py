@@ -4,7 +4,9 @@ The draw depends only on (train labels, labels_per_class, label_seed), through
 numpy's PCG64 generator, so it is identical on every machine and JAX version.
 """
 import dataclasses
+import json
 import numbers
+import pathlib
 from typing import Sequence
 
 import numpy as np
@@ -100,3 +102,18 @@ def make_split(labels: np.ndarray, num_classes: int, *, labels_per_class: int,
         unlabeled, num_unlabeled, replace=False))
     return Split(labeled=labeled, unlabeled=unlabeled, validation=validation, subset=True)
   return Split(labeled=labeled, unlabeled=unlabeled, validation=validation)
+
+
+def read_labeled_file(path, count: int = 0) -> tuple:
+  """The labeled indices of a proposal.json (the first `count` when > 0)."""
+  path = pathlib.Path(path)
+  try:
+    indices = json.loads(path.read_text())["labeled_indices"]
+  except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+    raise DataError(f"data.labeled_file={str(path)!r} is not a proposal file with "
+                      f"'labeled_indices' ({type(e).__name__}: {e}); write one with "
+                      "python -m mnist_ten.propose") from None
+  if count < 0 or count > len(indices):
+    raise DataError(f"data.labeled_count={count} must be in [0, {len(indices)}] for "
+                      f"{str(path)!r} (0: all)")
+  return tuple(int(i) for i in (indices[:count] if count else indices))

@@ -14,7 +14,7 @@ LAYERS = [
     {"methods"},
     {"evaluate", "run"},
     {"inference"},
-    {"plots", "ensemble"},
+    {"plots", "ensemble", "propose"},
     {"train"},
     {"__init__"},
 ]

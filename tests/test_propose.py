@@ -1,0 +1,49 @@
+"""The proposer: representative images from the unlabeled data alone,
+ordered by coverage, written as files that training takes."""
+import json
+
+import numpy as np
+import pytest
+
+from mnist_ten import config as config_lib
+from mnist_ten import datasets
+from mnist_ten import graph
+from mnist_ten import neighbors
+from mnist_ten import propose
+from mnist_ten import train
+from mnist_ten.errors import ConfigError
+
+
+def test_proposals_cover_the_clusters_in_order_and_training_takes_them(toy_config, tmp_path):
+  data = datasets.load(toy_config.data)
+  features = neighbors.unit(graph.embed(data.train_images, "pixels(dim=16)"))
+  proposal = propose.propose(features, 12, seed=0)
+  chosen = proposal["labeled_indices"]
+  assert len(set(chosen)) == 12
+  assert np.all(np.diff(proposal["coverage"]) >= -1e-9)  # each adds coverage
+  # The toy's classes are its clusters: 12 proposals reach every class.
+  assert set(data.train_labels[chosen]) == set(range(10))
+  again = propose.propose(features, 12, seed=0)
+  assert again["labeled_indices"] == chosen  # seeded
+  propose.write(tmp_path / "p", proposal, data.train_images, {"dataset": "toy"})
+  assert (tmp_path / "p" / "contact_sheet.png").stat().st_size > 1000
+  assert (tmp_path / "p" / "labels.csv").read_text().splitlines()[:2] == [
+      "index,label", f"{chosen[0]},"]
+  toy_config.data.labeled_file = str(tmp_path / "p" / "proposal.json")
+  toy_config.data.labeled_count = 10
+  train.train_and_evaluate(toy_config, tmp_path / "run")
+  split = json.loads((tmp_path / "run" / "split.json").read_text())
+  assert sorted(split["labeled"]) == sorted(chosen[:10])
+  saved = json.loads((tmp_path / "run" / "config.json").read_text())
+  assert saved["data"]["labeled_indices"] == chosen[:10]  # resolved: the saved config rebuilds it
+
+
+def test_the_proposer_names_what_it_cannot_use(tmp_path):
+  with pytest.raises(ConfigError, match="has no propagation round"):
+    propose.graph_features_spec(config_lib.base())
+  from configs import default
+  assert "encoder" not in propose.graph_features_spec(default.get_config())
+  (tmp_path / "bad.json").write_text("{}")
+  with pytest.raises(Exception, match="is not a proposal file"):
+    from mnist_ten import splits
+    splits.read_labeled_file(tmp_path / "bad.json")
