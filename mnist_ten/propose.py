@@ -102,30 +102,35 @@ def write(out: pathlib.Path, proposal: Dict, images: np.ndarray, meta: Dict):
   contact_sheet(images, proposal["labeled_indices"], out / "contact_sheet.png")
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
-_NUM = flags.DEFINE_integer("num", 20, "Images to propose.")
-_SEED = flags.DEFINE_integer("seed", 0, "The clustering's seed.")
-_OUT = flags.DEFINE_string("out", "proposal", "Folder for the proposal.")
-_FEATURES = flags.DEFINE_string("features", "", "Graph features; default: the config's.")
+def _define_flags():
+  # Here, not at import: the module is also imported (tests, notebooks)
+  # beside other commands that define --config.
+  config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
+  flags.DEFINE_integer("num", 20, "Images to propose.")
+  flags.DEFINE_integer("seed", 0, "The clustering's seed.")
+  flags.DEFINE_string("out", "proposal", "Folder for the proposal.")
+  flags.DEFINE_string("features", "", "Graph features; default: the config's.")
+  flags.mark_flags_as_required(["config"])
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.INFO)
-  config = _CONFIG.value
+  f = flags.FLAGS
+  config = f.config
   dataset = datasets.load(config.data)
-  spec = _FEATURES.value or graph_features_spec(config)
+  spec = f.features or graph_features_spec(config)
   logging.info("propose: %d train images, features %s", dataset.train_images.shape[0], spec)
   features = graph.embed(dataset.train_images, spec)
-  proposal = propose(neighbors.unit(features), _NUM.value, _SEED.value)
-  out = pathlib.Path(_OUT.value)
+  proposal = propose(neighbors.unit(features), f.num, f.seed)
+  out = pathlib.Path(f.out)
   write(out, proposal, dataset.train_images,
-        {"dataset": dataset.name, "features": spec, "seed": _SEED.value})
+        {"dataset": dataset.name, "features": spec, "seed": f.seed})
   print(f"{out / 'proposal.json'}: {len(proposal['labeled_indices'])} images; train with "
         f"--config.data.labeled_file={out / 'proposal.json'}")
   return 0
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config"])
+  _define_flags()
   app.run(errors.guard(main))
