@@ -47,3 +47,18 @@ def test_the_proposer_names_what_it_cannot_use(tmp_path):
   with pytest.raises(Exception, match="is not a proposal file"):
     from mnist_ten import splits
     splits.read_labeled_file(tmp_path / "bad.json")
+
+
+def test_the_proposer_experiment_counts_until_every_class_and_trains_on_the_first_n(
+    toy_config, tmp_path):
+  from experiments import proposer
+  assert proposer.until_every_class([0, 1, 1, 2], 3) == 4
+  assert proposer.until_every_class([0, 1, 1], 3) == 0
+  toy_config.method = "propagate"
+  toy_config.augment.strong = ""
+  toy_config.propagate = dict(features="pixels(dim=16)", k=5, iterations=50, keep=1.0, mu=2,
+                              lambda_u=1.0, agree_with_init=False)
+  rows = proposer.run(toy_config, [0], [12], tmp_path)
+  assert rows[0]["n"] == 12 and 1 <= rows[0]["classes"] <= 10
+  assert (tmp_path / "seed_0" / "proposal.json").exists()
+  assert "12 proposed labels" in (tmp_path / "table.md").read_text()
