@@ -17,6 +17,7 @@ setup(
         "numpy>=2.0",
         "optax>=0.2.8",
         "orbax-checkpoint>=0.12.8",
+        "pillow>=10",  # decodes image-folder datasets (mnist_ten/folders.py)
         "tensorboard>=2.21",  # event files only; written without TensorFlow
         # TFDS reads its prepared data through TensorFlow; training itself does
         # not import either (see mnist_ten/datasets.py).

@@ -33,7 +33,12 @@ def base() -> ml_collections.ConfigDict:
   c.seed = 0  # initialisation and per-step randomness; the label draw is data.label_seed
 
   c.data = ml_collections.ConfigDict(dict(
-      name="mnist",         # any TFDS image-classification dataset
+      name="mnist",         # any TFDS image-classification dataset, or "folder"
+      dir="",               # data.name="folder": the folder with labels.csv (mnist_ten/folders.py)
+      image_size=(),        # folders: resize to (height, width); (): the images' own size
+      color="auto",         # folders: grayscale | rgb | auto
+      test_fraction=0.2,    # folders without test.csv: labeled images held out for testing
+      test_seed=0,          # ... drawn by this seed
       data_dir="",          # TFDS data dir; default: $TFDS_DATA_DIR or ~/tensorflow_datasets
       idx_dir="",           # or a folder of the four MNIST-format IDX .gz files
       cache_dir="",         # array cache; default: $MNIST_TEN_CACHE or ~/.cache/mnist_ten
@@ -187,7 +192,8 @@ EVAL_KEYS = ("evals", "eval_report", "eval_median_of", "plots")
 # Keys added later with defaults that compute what runs before them computed.
 ADDED_KEYS = ("reevaluate", "num_epochs", "share_warn")
 ADDED_DATA_KEYS = ("num_unlabeled", "standardize", "synthetic", "bags", "class_prior",
-                   "labeled_file", "labeled_count")
+                   "labeled_file", "labeled_count", "dir", "image_size", "color",
+                   "test_fraction", "test_seed")
 
 
 def from_saved(saved: dict) -> ml_collections.ConfigDict:

@@ -46,6 +46,8 @@ class Dataset:
   # Bags of instances (`make_bags`): each test bag's instance labels [N, L],
   # -1 at padding. For scoring instance predictions only, never for training.
   test_instance_labels: Optional[np.ndarray] = None
+  # Names of the classes, when the data has them (image folders: the labels as written).
+  class_names: Optional[Tuple[str, ...]] = None
 
   @property
   def image_shape(self) -> Tuple[int, int, int]:
@@ -345,6 +347,9 @@ def load(data_config) -> Dataset:
 
 
 def _load_instances(data_config) -> Dataset:
+  if data_config.name == "folder":
+    from mnist_ten import folders  # pylint: disable=g-import-not-at-top
+    return folders.load(data_config)
   if data_config.name in SYNTHETIC:
     try:
       return SYNTHETIC.get(data_config.name)(**dict(data_config.get("synthetic", {})))

@@ -21,7 +21,7 @@ class Classifier:
   """Callable images -> (labels [N], probabilities [N, num_classes]) as numpy."""
 
   def __init__(self, probs_fn, image_shape, num_classes: int, features_fn=None, vote_fn=None,
-               layers_fn=None, checkpoint: Optional[pathlib.Path] = None):
+               layers_fn=None, checkpoint: Optional[pathlib.Path] = None, class_names=()):
     self._probs = jax.jit(probs_fn)
     self._features = jax.jit(features_fn) if features_fn else None
     self._layers = jax.jit(layers_fn) if layers_fn else None
@@ -29,6 +29,8 @@ class Classifier:
     self.image_shape = tuple(image_shape)
     self.num_classes = num_classes
     self.checkpoint = checkpoint  # the checkpoint folder the weights came from
+    # The classes' names, when the data has them (image folders); class c is class_names[c].
+    self.class_names = tuple(class_names)
 
   def __call__(self, images, batch_size: int = 1000, scale: Optional[float] = None):
     """scale: the value of a white pixel in float `images` (255 for floats in
@@ -155,7 +157,8 @@ def load_classifier(workdir, *, use_ema: bool = True, vote: bool = True) -> Clas
       image_shape, num_classes, checkpoint=pathlib.Path(workdir) / "checkpoints" / str(step),
       features_fn=lambda images: model.apply(variables, images, train=False,
                                              output="features"),
-      vote_fn=vote_fn, layers_fn=lambda images: _encoder_layers(model, variables, images))
+      vote_fn=vote_fn, layers_fn=lambda images: _encoder_layers(model, variables, images),
+      class_names=parts.class_names)
 
 
 def prepare_method(parts: run.Parts) -> input_pipeline.TrainData:

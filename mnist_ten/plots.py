@@ -136,6 +136,9 @@ def confusion(run: RunView):
   ax.set_ylabel("true")
   ax.set_xticks(range(c))
   ax.set_yticks(range(c))
+  if run.parts.class_names:
+    ax.set_xticklabels(run.parts.class_names, rotation=45, ha="right", fontsize=7)
+    ax.set_yticklabels(run.parts.class_names, fontsize=7)
   accuracy = np.trace(matrix) / max(matrix.sum(), 1)
   ax.set_title(f"test confusion ({run.report}, EMA): accuracy {accuracy:.2%}", fontsize=9)
   fig.colorbar(im, ax=ax, label="log(1 + count)")

@@ -32,6 +32,7 @@ class Parts:
   _dataset: Optional[datasets.Dataset] = None
   _split: Optional[splits.Split] = None
   _split_json: Optional[dict] = None
+  class_names: tuple = ()  # when the data names its classes (image folders)
 
   @property
   def dataset(self) -> datasets.Dataset:
@@ -81,7 +82,7 @@ class Parts:
     model = models.build(config.model, dataset.num_classes, aux_widths=method.aux_widths,
                          frozen_encoder=config.freeze_encoder) if method.trains else None
     return cls(config, method, model, dataset.num_classes, dataset.image_shape,
-               _dataset=dataset, _split=split)
+               _dataset=dataset, _split=split, class_names=tuple(dataset.class_names or ()))
 
   @classmethod
   def from_workdir(cls, workdir) -> "Parts":
@@ -97,7 +98,8 @@ class Parts:
                                                    image_shape=image_shape))
     model = models.build(config.model, num_classes,
                          aux_widths=method.aux_widths) if method.trains else None
-    return cls(config, method, model, num_classes, image_shape, _split_json=split)
+    return cls(config, method, model, num_classes, image_shape, _split_json=split,
+               class_names=tuple(split.get("class_names", ())))
 
   def check_batches(self, mesh):
     """Batch sizes that the mesh divides, and unlabeled images where needed."""

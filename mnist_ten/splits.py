@@ -73,8 +73,15 @@ def make_split(labels: np.ndarray, num_classes: int, *, labels_per_class: int,
     raise DataError(f"data.validation_size={validation_size} must be in [0, {n})")
   # The validation draw uses its own stream so that adding a validation set
   # changes which images are held out, not the stream used for the labels.
+  # Rows without a label (an image folder's unlabeled rows, label -1) are
+  # always unlabeled: never drawn as labeled examples or for validation.
+  has_label = np.asarray(labels) >= 0
+  pool = n if has_label.all() else np.flatnonzero(has_label)
+  if validation_size and validation_size >= has_label.sum():
+    raise DataError(f"data.validation_size={validation_size} must be below the "
+                    f"{int(has_label.sum())} labeled train images")
   validation = np.sort(np.random.default_rng([label_seed, 1]).choice(
-      n, validation_size, replace=False)) if validation_size else np.zeros(0, np.int64)
+      pool, validation_size, replace=False)) if validation_size else np.zeros(0, np.int64)
   if len(labeled_indices):
     labeled = np.asarray(labeled_indices, np.int64)
     if labeled.ndim != 1 or labeled.min() < 0 or labeled.max() >= n:
@@ -83,8 +90,11 @@ def make_split(labels: np.ndarray, num_classes: int, *, labels_per_class: int,
       raise DataError("data.labeled_indices holds duplicates")
     if np.intersect1d(labeled, validation).size:
       raise DataError("data.labeled_indices overlaps the validation draw")
+    if not has_label[labeled].all():
+      raise DataError(f"data.labeled_indices names unlabeled rows "
+                      f"{labeled[~has_label[labeled]][:5].tolist()} (no label to train on)")
   elif labels_per_class == -1:
-    labeled = np.setdiff1d(np.arange(n), validation)
+    labeled = np.setdiff1d(np.flatnonzero(has_label), validation)
   elif labels_per_class >= 1:
     labeled = draw_labeled(labels, num_classes, labels_per_class, label_seed,
                            exclude=validation)

@@ -409,7 +409,9 @@ def _run_stage(config, workdir: pathlib.Path, setup: Setup, start_time: float) -
       (workdir / "config.json").write_text(config_lib.to_json(config))
       workdir_lib.write_json(workdir / "split.json", {
           "dataset": dataset.name, "num_classes": dataset.num_classes,
-          "image_shape": list(dataset.image_shape), **split.to_json()})
+          "image_shape": list(dataset.image_shape),
+          **({"class_names": list(dataset.class_names)} if dataset.class_names else {}),
+          **split.to_json()})
     with _LogFile(workdir / "log.txt") if is_main else contextlib.nullcontext() as log:
       logging.info("run %r: method %s, %s, %s with %d labeled / %d unlabeled train "
                    "images, %d devices (%s)", config.name, config.method,

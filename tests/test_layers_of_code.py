@@ -9,7 +9,7 @@ LAYERS = [
     {"errors", "registry"},
     {"config", "models", "layers", "losses", "optim", "parallel", "datasets", "splits",
      "augment", "neighbors", "checkpoint", "metric_writer", "workdir",
-     "shares"},
+     "shares", "folders"},
     {"graph", "input_pipeline"},
     {"methods"},
     {"evaluate", "run"},
