@@ -114,7 +114,7 @@ def test_a_folder_trains_end_to_end_and_loads_with_its_names(config_file, fashio
   x, y = fashion.train_images[:300], fashion.train_labels[:300]
   _write_folder(tmp_path / "f", x, y, unlabeled=200)
   module = __import__(f"configs.{config_file}", fromlist=["get_config"])
-  c = module.get_config("quick")
+  c = module.get_config("quick" if config_file == "supervised" else "quick,rounds=1")
   c.data = _data_config(tmp_path / "f", labels_per_class=1, test_fraction=0.3)
   c.model = config_lib.model_config("lenet")
   c.plots = False
