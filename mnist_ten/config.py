@@ -43,6 +43,7 @@ def base() -> ml_collections.ConfigDict:
       idx_dir="",           # or a folder of the four MNIST-format IDX .gz files
       cache_dir="",         # array cache; default: $MNIST_TEN_CACHE or ~/.cache/mnist_ten
       download=True,        # let TFDS download when the data is not prepared
+      pipeline="device",    # device: arrays on the accelerator | tfdata (mnist_ten/tf_pipeline.py)
       labels_per_class=1,   # -1: every train label
       label_seed=0,         # which examples are labeled
       labeled_indices=(),   # explicit train indices; overrides the draw
@@ -193,7 +194,7 @@ EVAL_KEYS = ("evals", "eval_report", "eval_median_of", "plots")
 ADDED_KEYS = ("reevaluate", "num_epochs", "share_warn")
 ADDED_DATA_KEYS = ("num_unlabeled", "standardize", "synthetic", "bags", "class_prior",
                    "labeled_file", "labeled_count", "dir", "image_size", "color",
-                   "test_fraction", "test_seed")
+                   "test_fraction", "test_seed", "pipeline")
 
 
 def from_saved(saved: dict) -> ml_collections.ConfigDict:

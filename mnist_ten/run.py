@@ -18,6 +18,7 @@ from mnist_ten import methods
 from mnist_ten import models
 from mnist_ten import parallel
 from mnist_ten import splits
+from mnist_ten import tf_pipeline
 from mnist_ten.errors import ConfigError, WorkdirError
 
 
@@ -71,6 +72,7 @@ class Parts:
         num_unlabeled=config.data.num_unlabeled)
     config_lib.resolve_epochs(config, split.labeled.size)
     _check_bags(config, dataset)
+    tf_pipeline.check(config)
     if config.data.standardize and "standardize" not in config.model:
       with config.unlocked():
         config.model.standardize = _train_statistics(dataset, split)

@@ -36,6 +36,7 @@ from mnist_ten import parallel
 from mnist_ten import plots
 from mnist_ten import run as run_lib
 from mnist_ten import shares as shares_lib
+from mnist_ten import tf_pipeline
 from mnist_ten import workdir as workdir_lib
 from mnist_ten.errors import ConfigError, DiskError, TrainingError, WorkdirError
 from mnist_ten.metric_writer import MetricWriter
@@ -89,16 +90,16 @@ def make_forward(model: models.Classifier, batch_stats):
   return forward
 
 
-def make_train_step(model, method, tx, schedule, config, mesh):
-  """The jit-compiled step, running `config.steps_per_dispatch` steps per call."""
+def make_train_step(model, method, tx, schedule, config, mesh, fed: bool = False):
+  """The jit-compiled step, running `config.steps_per_dispatch` steps per call.
+
+  step(state, data) samples its batches from `data` (`input_pipeline.TrainData`
+  on the device); with `fed`, step(state, (labeled, unlabeled)) takes uint8
+  batches from the tf.data pipeline instead ([steps_per_dispatch, B, ...]
+  when it runs several steps a call)."""
   shard = parallel.batch_sharded(mesh)
 
-  def one_step(state: TrainState, data: input_pipeline.TrainData):
-    k_sample, k_loss = jax.random.split(jax.random.fold_in(state.rng, state.step))
-    labeled, unlabeled = input_pipeline.sample(
-        data, k_sample, labeled_size=method.labeled_batch_size,
-        unlabeled_size=method.unlabeled_batch_size, sharding=shard)
-
+  def update(state: TrainState, labeled, unlabeled, k_loss):
     def loss_fn(params):
       loss, metrics, batch_stats = method.loss(
           params, forward=make_forward(model, state.batch_stats), labeled=labeled,
@@ -122,11 +123,31 @@ def make_train_step(model, method, tx, schedule, config, mesh):
     return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                          opt_state=opt_state, ema_params=ema_params), metrics
 
-  def step(state, data):
+  def keys(state):
+    return jax.random.split(jax.random.fold_in(state.rng, state.step))
+
+  def sampled_step(state: TrainState, data: input_pipeline.TrainData):
+    k_sample, k_loss = keys(state)
+    labeled, unlabeled = input_pipeline.sample(
+        data, k_sample, labeled_size=method.labeled_batch_size,
+        unlabeled_size=method.unlabeled_batch_size, sharding=shard)
+    return update(state, labeled, unlabeled, k_loss)
+
+  def fed_step(state: TrainState, batches):
+    _, k_loss = keys(state)  # the same loss randomness as the sampled step's
+    labeled, unlabeled = batches
+    return update(state, tf_pipeline.to_float(labeled), tf_pipeline.to_float(unlabeled), k_loss)
+
+  one_step = fed_step if fed else sampled_step
+
+  def step(state, inputs):
     if config.steps_per_dispatch == 1:
-      return one_step(state, data)
-    state, metrics = jax.lax.scan(lambda s, _: one_step(s, data), state,
-                                  length=config.steps_per_dispatch)
+      return one_step(state, inputs)
+    if fed:
+      state, metrics = jax.lax.scan(one_step, state, inputs)
+    else:
+      state, metrics = jax.lax.scan(lambda s, _: one_step(s, inputs), state,
+                                    length=config.steps_per_dispatch)
     bad = metrics.pop(BAD_STEP).min()
     return state, {**jax.tree.map(lambda m: m.mean(0), metrics), BAD_STEP: bad}
 
@@ -676,22 +697,33 @@ def _train(config, workdir, setup, is_main, start_time, log_start=None) -> Dict:
   prepare_seconds = time.time() - t
   class_shares = _ClassShares(config, setup, host_data)
   class_shares.pseudo_labels()
-  data = input_pipeline.to_device(host_data, setup.mesh)
+  fed = config.data.get("pipeline", "device") == "tfdata"
+  # With the tf.data pipeline the unlabeled images stay on the host; the
+  # labeled examples go to the device for the evaluators that use them.
+  data = input_pipeline.to_device(host_data.replace(
+      unlabeled_images=host_data.unlabeled_images[:0], pseudo_labels=None,
+      pseudo_weights=None) if fed else host_data, setup.mesh)
   eval_sets = input_pipeline.make_eval_sets(setup.dataset, setup.split, setup.mesh)
   # What a method adds at prediction (a graph's vote) is fixed for the run:
   # the evaluators compute it once, here, so it counts as preparation.
   t = time.time()
   evaluators = _build_evaluators(config, setup, data, eval_sets)
   prepare_seconds += time.time() - t
-  train_step = make_train_step(setup.model, setup.method, tx, schedule, config, setup.mesh)
+  train_step = make_train_step(setup.model, setup.method, tx, schedule, config, setup.mesh,
+                               fed=fed)
   writer = MetricWriter(workdir, enabled=is_main)
   metric_log = _MetricLog(config, writer, clock, ckpt, workdir)
   evaluations = _Evaluations(config, evaluators, writer, workdir, is_main, int(state.step))
 
   step, n = int(state.step), config.steps_per_dispatch
+  if fed:  # batches for the steps left, a pure function of (seed, step)
+    feed = tf_pipeline.batches(
+        host_data, labeled_size=setup.method.labeled_batch_size,
+        unlabeled_size=setup.method.unlabeled_batch_size, seed=config.seed, start=step,
+        stop=config.num_steps, per_step=n, mesh=setup.mesh)
   try:
     while step < config.num_steps:
-      state, metrics = clock.step(train_step, state, data, n)
+      state, metrics = clock.step(train_step, state, next(feed) if fed else data, n)
       step += n
       last = step >= config.num_steps
       metric_log.add(metrics)

@@ -10,7 +10,7 @@ LAYERS = [
     {"config", "models", "layers", "losses", "optim", "parallel", "datasets", "splits",
      "augment", "neighbors", "checkpoint", "metric_writer", "workdir",
      "shares", "folders"},
-    {"graph", "input_pipeline"},
+    {"graph", "input_pipeline", "tf_pipeline"},
     {"methods"},
     {"evaluate", "run"},
     {"inference"},

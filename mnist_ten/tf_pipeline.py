@@ -1,0 +1,146 @@
+"""The tf.data input pipeline (`data.pipeline="tfdata"`) for the
+labeled/unlabeled split.
+
+Two streams, built with tf.data from the host's arrays: the labeled examples
+with their labels, and the unlabeled images (with any pseudo-labels a
+method's `prepare` computed from images) without labels. Each is a seeded
+shuffle, repeated and cut into batches of the sizes the method asks for,
+a pure function of (seed, step): batch s holds the elements
+[s * B, (s + 1) * B) of the endless concatenation of one permutation of the
+set per epoch (epoch e's drawn from [seed, stream, e]). So a resumed run
+starts at its checkpoint's step and reads the same batches (it skips the
+earlier batches' indices, reading none of their images). Batches are turned into numpy with
+`tfds.as_numpy`, each process builds only its own slice of every global
+batch, and the slices go onto the mesh with the step's sharding, a few
+steps ahead of the step (the device never waits while the host has one
+ready). TensorFlow is imported only here, only when this pipeline is chosen.
+
+The default pipeline, `device`, keeps the arrays on the accelerator and
+samples inside the step (`input_pipeline.sample`): fastest where the data
+fit in device memory.
+"""
+import collections
+import itertools
+from typing import Iterator, Optional
+
+import jax
+import numpy as np
+
+from mnist_ten import input_pipeline
+from mnist_ten import parallel
+from mnist_ten.errors import ConfigError
+
+PIPELINES = ("device", "tfdata")
+LABELED, UNLABELED = 0, 1  # the streams' seeds differ by this
+
+
+def check(config):
+  pipeline = config.data.get("pipeline", "device")
+  if pipeline not in PIPELINES:
+    raise ConfigError(f"data.pipeline must be one of {', '.join(PIPELINES)}, got {pipeline!r}")
+  if pipeline == "tfdata":
+    try:
+      import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
+    except ImportError as e:
+      raise ConfigError(f"data.pipeline='tfdata' needs TensorFlow ({e}); install "
+                        "tensorflow-cpu, or use data.pipeline='device'") from None
+
+
+def _stream(tf, arrays, *, batch: int, seed: int, stream: int, start: int, stop: int,
+            per_step: int, local: slice):
+  """tf.data of dicts of this process's rows of each step's batch, `per_step`
+  steps stacked (steps_per_dispatch): the endless concatenation of one
+  permutation of the set per epoch (epoch e's from the stateless seed
+  [seed, stream * 2^20 + e]), cut into batches; step s is batch s, so a
+  resumed run skips `start` batches of indices (no image is read for them)."""
+  size = int(next(iter(arrays.values())).shape[0])
+  tensors = {k: tf.constant(v) for k, v in arrays.items()}
+
+  def epoch(e):
+    key = tf.stack([tf.constant(seed, tf.int64), stream * (1 << 20) + e])
+    return tf.data.Dataset.from_tensor_slices(
+        tf.argsort(tf.random.stateless_uniform([size], seed=key)))
+
+  def gather(idx):
+    idx = idx[local]
+    return {k: tf.gather(v, idx) for k, v in tensors.items()}
+  ds = (tf.data.Dataset.range(1 << 40).flat_map(epoch)  # shuffled, repeated
+        .batch(batch, drop_remainder=True)
+        .skip(start).take(stop - start)
+        .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
+  if per_step > 1:
+    ds = ds.batch(per_step, drop_remainder=True)
+  return ds
+
+
+def batches(host_data: input_pipeline.TrainData, *, labeled_size: int, unlabeled_size: int,
+            seed: int, start: int, stop: int, per_step: int, mesh,
+            prefetch: int = 2) -> Iterator:
+  """Steps `start`..`stop` - 1 as (labeled, unlabeled) pairs of uint8
+  `input_pipeline.Batch`es on the mesh ([per_step, B, ...] when per_step > 1),
+  `prefetch` steps ahead on the device."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], "GPU")  # tf.data runs on the host; the accelerator is JAX's
+  p, n_proc = jax.process_index(), jax.process_count()
+
+  def local(size):  # this process's rows of a global batch of `size`
+    if size % n_proc:
+      raise ConfigError(f"batch of {size} must divide over {n_proc} processes")
+    share = size // n_proc
+    return slice(p * share, (p + 1) * share)
+  steps = range(start, stop, per_step)
+  labeled = _stream(tf, {"images": np.asarray(host_data.labeled_images),
+                         "labels": np.asarray(host_data.labeled_labels, np.int32)},
+                    batch=labeled_size, seed=seed, stream=LABELED, start=start, stop=stop,
+                    per_step=per_step, local=local(labeled_size))
+  datasets = [labeled]
+  if unlabeled_size:
+    # Images only, and what `prepare` derived from them: no label of an unlabeled image.
+    arrays = {"images": np.asarray(host_data.unlabeled_images)}
+    if host_data.pseudo_labels is not None:
+      arrays["pseudo_labels"] = np.asarray(host_data.pseudo_labels, np.int32)
+      arrays["pseudo_weights"] = np.asarray(host_data.pseudo_weights, np.float32)
+    datasets.append(_stream(tf, arrays, batch=unlabeled_size, seed=seed, stream=UNLABELED,
+                            start=start, stop=stop, per_step=per_step,
+                            local=local(unlabeled_size)))
+  joined = tf.data.Dataset.zip(tuple(datasets)).prefetch(tf.data.AUTOTUNE)
+  sharding = parallel.batch_sharded(mesh)
+  stacked = None if per_step == 1 else jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec(None, "data"))
+
+  def to_device(array, global_batch):
+    target = sharding if per_step == 1 else stacked
+    shape = ((global_batch,) if per_step == 1 else (per_step, global_batch)) + array.shape[
+        (1 if per_step == 1 else 2):]
+    return jax.make_array_from_process_local_data(target, array, shape)
+
+  def put(pair):
+    lab = pair[0]
+    out = [input_pipeline.Batch(to_device(lab["images"], labeled_size),
+                                to_device(lab["labels"], labeled_size))]
+    if unlabeled_size:
+      unl = pair[1]
+      out.append(input_pipeline.Batch(
+          to_device(unl["images"], unlabeled_size),
+          pseudo_labels=(to_device(unl["pseudo_labels"], unlabeled_size)
+                         if "pseudo_labels" in unl else None),
+          pseudo_weights=(to_device(unl["pseudo_weights"], unlabeled_size)
+                          if "pseudo_weights" in unl else None)))
+    else:
+      out.append(None)
+    return tuple(out)
+
+  source = (put(pair) for pair in tfds.as_numpy(joined))
+  queue = collections.deque(itertools.islice(source, prefetch))
+  for _ in steps:
+    ready = queue.popleft()
+    queue.extend(itertools.islice(source, 1))  # the next one goes onto the device meanwhile
+    yield ready
+
+
+def to_float(batch: Optional[input_pipeline.Batch]):
+  """A fed uint8 batch as the methods see batches: float32 images in [0, 1]."""
+  if batch is None:
+    return None
+  return batch._replace(images=batch.images.astype(np.float32) / 255.0)
