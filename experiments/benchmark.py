@@ -9,7 +9,9 @@ For each model and batch shape it times, in one process:
   jax_step      the trainer's whole step for that method (on-device sampling,
                 augmentation, forward, backward, update, EMA) on MNIST, as the
                 config ships and in the variants of speed.FULL_STEP_VARIANTS
-                (FixMatch: fixmatch.weak_pass=no_grad and separate)
+                (FixMatch: fixmatch.weak_pass=no_grad and separate; every
+                shape: pipeline=tfdata, fed by the tf.data pipeline, with the
+                median wait for each batch and the ratio to the device's step)
   torch_compute the jax_compute step written in PyTorch (same architecture,
                 batch, loss and optimizer), when torch is installed
 The calls of one model and shape take turns (one timing each per round), so
@@ -31,6 +33,7 @@ evaluation grid.
 
 Shapes: supervised = 64 labeled images; fixmatch = 64 labeled + 2 x 448
 unlabeled views (mu = 7), the shape USB times at 0.79 s per step on 2 cores;
+fixmatch_rgb32 = the same on 60,000 random 32x32x3 images (whole steps only);
 default = 16 labeled + 128 unlabeled, the step of configs/default.py (its
 whole step trains on random stand-ins for the graph's pseudo-labels: same work).
 
@@ -47,10 +50,12 @@ import sys
 from absl import app
 from absl import flags
 import jax
+import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from experiments.speed import (  # pylint: disable=g-import-not-at-top
-    BENCH_MODELS, FULL_STEP_CONFIGS, FULL_STEP_VARIANTS, SHAPES, USB_FIXMATCH_LENET_STEP_MS,
+    BENCH_MODELS, FULL_STEP_CONFIGS, FULL_STEP_VARIANTS, RGB_SHAPES, SHAPES,
+    USB_FIXMATCH_LENET_STEP_MS,
     jax_compute, jax_full_step, load_config, time_calls, time_to_accuracy,
     time_to_target_of_runs, torch_compute)
 from mnist_ten import errors  # pylint: disable=g-import-not-at-top
@@ -85,15 +90,19 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of the --time_to_accura
 _OUT = flags.DEFINE_string("out", "experiments/results/benchmark/cpu.json", "JSON output.")
 
 def _record(framework, kind, model, shape, images, first, median, times, kernel_grad="",
-            variant=""):
+            variant="", input_waits=None):
   r = {"framework": framework, "kind": kind, "model": model, "shape": shape,
        "kernel_grad": kernel_grad, "variant": variant,
        "images_per_step": images, "first_call_s": round(first, 3),
        "ms_per_step": round(1e3 * median, 2), "images_per_s": round(images / median, 1),
        "ms_all": [round(1e3 * t, 2) for t in times]}
+  wait = ""
+  if input_waits:  # the tf.data pipeline: how long each step waited for its batch
+    r["input_wait_ms_median"] = round(1e3 * float(np.median(input_waits[1:] or input_waits)), 3)
+    wait = f"  input wait {r['input_wait_ms_median']:.2f} ms"
   print(f"{framework:6s} {kind:8s} {model:7s} {kernel_grad:6s} {shape:10s} {images:5d} img/step  "
         f"first call {first:6.2f} s  {1e3 * median:8.1f} ms/step  {images / median:8.0f} img/s"
-        + (f"  [{variant}]" if variant else ""), flush=True)
+        + wait + (f"  [{variant}]" if variant else ""), flush=True)
   return r
 
 
@@ -143,22 +152,34 @@ def main(argv):
       images = n_lab + n_unl
       # (framework, kind, kernel_grad, variant) -> timed call, images
       calls, counts = {}, {}
+      # Random RGB stand-ins are timed as whole steps only (no compute-only reference).
+      compute = shape not in RGB_SHAPES
       for kernel_grad in _KERNEL_GRADS.value:
-        calls["jax", "compute", kernel_grad, ""] = jax_compute(model_name, kernel_grad, images)
-        counts["jax", "compute", kernel_grad, ""] = images
+        if compute:
+          calls["jax", "compute", kernel_grad, ""] = jax_compute(model_name, kernel_grad, images)
+          counts["jax", "compute", kernel_grad, ""] = images
         if not _NO_FULL_STEP.value and shape in FULL_STEP_CONFIGS:
           variants = {"": {}, **FULL_STEP_VARIANTS.get(shape, {})}
           for variant, overrides in variants.items():
             key = ("jax", "step", kernel_grad, variant)
             calls[key], counts[key] = jax_full_step(model_name, kernel_grad, shape, overrides)
-      if torch_ok:
+      if torch_ok and compute:
         calls["torch", "compute", "", ""], version, threads = torch_compute(
             model_name, images, torch_device)
         counts["torch", "compute", "", ""] = images
         out["machine"].update(torch=version, torch_threads=threads, torch_device=torch_device)
       timed = time_calls(calls, _REPEATS.value)
       records = {key: _record(key[0], key[1], model_name, shape, counts[key], *timed[key],
-                              kernel_grad=key[2], variant=key[3]) for key in calls}
+                              kernel_grad=key[2], variant=key[3],
+                              input_waits=getattr(calls[key], "input_waits", None))
+                 for key in calls}
+      for (fw, kind, kernel_grad, variant), r in records.items():
+        if variant == "pipeline=tfdata":  # the same step fed by tf.data, against the device's
+          base = records[fw, kind, kernel_grad, ""]["ms_per_step"]
+          out["ratios"].append({"model": model_name, "shape": shape, "kernel_grad": kernel_grad,
+                                "tfdata_over_device": round(r["ms_per_step"] / base, 3)})
+          print(f"  tf.data / device pipeline, whole step ({kernel_grad}): "
+                f"{r['ms_per_step'] / base:.3f}", flush=True)
       out["records"] += list(records.values())
       # USB's 0.79 s was measured on this project's 2-core CPU: no yardstick elsewhere.
       if (model_name, shape) == ("lenet", "fixmatch") and jax.default_backend() == "cpu":
@@ -169,7 +190,7 @@ def main(argv):
                                   "variant": variant, "step_over_usb": round(ratio, 3)})
             print(f"  whole FixMatch step ({kernel_grad}{', ' + variant if variant else ''}) "
                   f"/ USB's 0.79 s: {ratio:.2f}", flush=True)
-      if torch_ok:
+      if torch_ok and compute:
         torch_ms = records["torch", "compute", "", ""]["ms_per_step"]
         for kernel_grad in _KERNEL_GRADS.value:
           ratio = records["jax", "compute", kernel_grad, ""]["ms_per_step"] / torch_ms

@@ -20,24 +20,33 @@ from configs import default as default_config  # pylint: disable=g-import-not-at
 from configs import fixmatch as fixmatch_config  # pylint: disable=g-import-not-at-top
 from configs import supervised as supervised_config  # pylint: disable=g-import-not-at-top
 from mnist_ten import config as config_lib  # pylint: disable=g-import-not-at-top
+from mnist_ten import datasets  # pylint: disable=g-import-not-at-top
 from mnist_ten import errors  # pylint: disable=g-import-not-at-top
 from mnist_ten import input_pipeline  # pylint: disable=g-import-not-at-top
 from mnist_ten import losses  # pylint: disable=g-import-not-at-top
 from mnist_ten import models  # pylint: disable=g-import-not-at-top
 from mnist_ten import optim  # pylint: disable=g-import-not-at-top
+from mnist_ten import tf_pipeline  # pylint: disable=g-import-not-at-top
 from mnist_ten import train  # pylint: disable=g-import-not-at-top
 
 # (labeled, unlabeled views); default: configs/default.py's step (16 labeled,
 # 8 x 16 unlabeled with pseudo-labels).
-SHAPES = {"supervised": (64, 0), "fixmatch": (64, 2 * 7 * 64), "default": (16, 8 * 16)}
+SHAPES = {"supervised": (64, 0), "fixmatch": (64, 2 * 7 * 64), "default": (16, 8 * 16),
+          # FixMatch's shape on random 32x32x3 images, as many as MNIST's (whole steps only).
+          "fixmatch_rgb32": (64, 2 * 7 * 64)}
+RGB_SHAPES = {"fixmatch_rgb32": (32, 32, 3)}
 # The config (module, preset) whose trainer step `jax_full_step` times, per shape.
 # default: one round; its step is the same in every round.
 FULL_STEP_CONFIGS = {"supervised": (supervised_config, None),
-                     "fixmatch": (fixmatch_config, None), "default": (default_config, "rounds=1")}
+                     "fixmatch": (fixmatch_config, None), "default": (default_config, "rounds=1"),
+                     "fixmatch_rgb32": (fixmatch_config, None)}
 # The variants of that step timed beside the config as it ships: name -> config
 # overrides (flattened paths).
 FULL_STEP_VARIANTS = {"fixmatch": {f"weak_pass={p}": {"fixmatch.weak_pass": p}
                                     for p in ("no_grad", "separate")}}
+# Every shape's step is also timed fed by the tf.data pipeline (mnist_ten/tf_pipeline.py).
+for _shape in FULL_STEP_CONFIGS:
+  FULL_STEP_VARIANTS.setdefault(_shape, {})["pipeline=tfdata"] = {"data.pipeline": "tfdata"}
 # Benchmarked networks: name -> (registered model, its arguments), the same
 # in both frameworks. lenet_nobn is the network of ../shared/README.md's
 # reference timing (JAX ~1.1 s, PyTorch 2.13 0.37-0.49 s at 960 images).
@@ -108,7 +117,7 @@ def jax_full_step(model_name, kernel_grad, shape, overrides=None):
   name, kwargs = BENCH_MODELS[model_name]
   config.model = config_lib.model_config(name, kernel_grad=kernel_grad, **kwargs)
   config.update_from_flattened_dict(overrides or {})
-  setup = train.Setup(config)
+  setup = train.Setup(config, _random_images(RGB_SHAPES[shape]) if shape in RGB_SHAPES else None)
   tx, schedule = optim.make(config.optim, config.num_steps)
   state = train.init_state(setup.model, tx, config, setup.dataset.image_shape, setup.mesh)
   data = input_pipeline.host_train_data(setup.dataset, setup.split)
@@ -118,14 +127,38 @@ def jax_full_step(model_name, kernel_grad, shape, overrides=None):
     data = data.replace(
         pseudo_labels=rng.integers(0, setup.dataset.num_classes, n).astype(np.int32),
         pseudo_weights=np.ones(n, np.float32))
-  data = input_pipeline.to_device(data, setup.mesh)
-  step = train.make_train_step(setup.model, setup.method, tx, schedule, config, setup.mesh)
+  fed = config.data.pipeline == "tfdata"
+  step = train.make_train_step(setup.model, setup.method, tx, schedule, config, setup.mesh,
+                               fed=fed)
+  if fed:  # batches as training reads them; the wait for each is kept
+    feed = tf_pipeline.batches(data, labeled_size=setup.method.labeled_batch_size,
+                               unlabeled_size=setup.method.unlabeled_batch_size, seed=0,
+                               start=0, stop=1 << 30, per_step=1, mesh=setup.mesh)
+  else:
+    data = input_pipeline.to_device(data, setup.mesh)
   box = [state]
 
   def call():
-    box[0], metrics = step(box[0], data)
+    if fed:
+      t = time.perf_counter()
+      inputs = next(feed)
+      call.input_waits.append(time.perf_counter() - t)
+    box[0], metrics = step(box[0], inputs if fed else data)
     jax.block_until_ready((box[0], metrics))
+  call.input_waits = [] if fed else None
   return call, setup.method.images_per_step
+
+
+def _random_images(shape, num_train=60_000, num_test=10_000):
+  """Random uint8 images of `shape` and labels, as many as MNIST's: the
+  step's work does not depend on their values."""
+  rng = np.random.default_rng(0)
+  return datasets.Dataset(
+      f"random_{'x'.join(map(str, shape))}",
+      rng.integers(0, 256, (num_train, *shape), dtype=np.uint8),
+      rng.integers(0, 10, num_train).astype(np.int32),
+      rng.integers(0, 256, (num_test, *shape), dtype=np.uint8),
+      rng.integers(0, 10, num_test).astype(np.int32), num_classes=10)
 
 
 def torch_compute(model_name, num_images, device="cpu"):
