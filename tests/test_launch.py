@@ -50,6 +50,9 @@ def test_quick_preset_runs_end_to_end(preset, tmp_path, mnist_data_overrides):
   if name == "baselines":  # every label, of the system's own dataset
     assert results["dataset"] == ("fashion_mnist" if "fashion" in arg else "mnist")
     assert results["labeled_indices"] == "60000 indices, see split.json"
+  elif name == "mil":  # every label of 100 training bags
+    assert results["dataset"] == "mnist_bags" and len(results["labeled_indices"]) == 100
+    assert 0.0 <= results["test_auc_ema"] <= 1.0
   elif name == "quadrants":  # every label of 4,000 points
     assert results["dataset"] == "quadrants"
     assert results["labeled_indices"] == "4000 indices, see split.json"
