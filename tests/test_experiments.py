@@ -166,7 +166,7 @@ def test_benchmark_jax_step_runs(model):
 
 @pytest.mark.parametrize("flag, message", [
     ("--shapes=default,huge", "unknown shape(s) ['huge']; known: ['default', 'fixmatch', "
-     "'supervised']"),
+     "'fixmatch_rgb32', 'supervised']"),
     ("--models=lenet_nobn,vgg", "unknown model(s) ['vgg']; known: ['lenet', 'lenet_nobn', "
      "'resnet']")])
 def test_benchmark_names_an_unknown_shape_or_model(flag, message):
