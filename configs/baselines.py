@@ -61,7 +61,7 @@ def get_config(arg=None):
   if "epochs" in options:
     c.num_epochs = float(options["epochs"])
   if "quick" in flags:
-    c.num_epochs = 0.5 if system.startswith("fashion") else 0.2
+    c.num_epochs = 0.1 if system.startswith("fashion") else 0.2
     if "batches" in c.evals:
       c.evals.batches.every = 60
   return c

@@ -70,7 +70,7 @@ def test_compiled_training_gradients_match_float64(name, kernel_grad):
   here, and this test fails (docs/speed.md)."""
   model = models.build(config_lib.model_config(name, kernel_grad=kernel_grad), 10)
   with jax.enable_x64(True):
-    x = jax.random.uniform(jax.random.key(1), (16, 28, 28, 1), jnp.float64)
+    x = jax.random.uniform(jax.random.key(1), (8, 28, 28, 1), jnp.float64)
     variables = model.init(jax.random.key(0), x)
     # Nudged so that zero-initialised scales (the ResNet's last norm in each
     # block) let gradients through every branch.
