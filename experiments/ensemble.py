@@ -49,10 +49,8 @@ def run_draw(config, draw: int, num_members: int, out: pathlib.Path, selector: s
     workdir = draw_dir / f"member_{m}"
     done = report.load_results(workdir)
     if done is None:
-      config_m = config.copy_and_resolve_references()
       # The draw's labeled examples; the member's own initialisation and batches.
-      config_m.data.label_seed, config_m.seed = draw, m
-      config_m.init_from = config_m.init_from.replace("{seed}", str(draw))
+      config_m = run_seeds.config_for(config, draw, seed=m)
       logging.info("draw %d, member %d -> %s", draw, m, workdir)
       train.train_and_evaluate(config_m, workdir)
       done = report.load_results(workdir)  # with every stage's time counted

@@ -48,6 +48,16 @@ def parse_seeds(text: str):
   return seeds
 
 
+def config_for(config, label_seed: int, seed: int = None):
+  """`config` for one label draw: data.label_seed, the initialisation seed
+  (the draw's own unless given) and `{seed}` in init_from set."""
+  out = config.copy_and_resolve_references()
+  out.data.label_seed = label_seed
+  out.seed = label_seed if seed is None else seed
+  out.init_from = out.init_from.replace("{seed}", str(label_seed))
+  return out
+
+
 def run(config, seeds, out) -> List[dict]:
   """Runs (or resumes, or skips when finished) `config` for each label seed in
   OUT/seed_N, writes OUT/table.md and OUT/table.csv, returns the results."""
@@ -57,12 +67,9 @@ def run(config, seeds, out) -> List[dict]:
     workdir = out / f"seed_{seed}"
     done = report.load_results(workdir)
     if done is None:
-      config_n = config.copy_and_resolve_references()
       # A "seed" draws the labeled examples and the initialisation/batches, as
       # in the FixMatch protocol; with every label used, only the latter varies.
-      config_n.data.label_seed = seed
-      config_n.seed = seed
-      config_n.init_from = config_n.init_from.replace("{seed}", str(seed))
+      config_n = config_for(config, seed)
       logging.info("label seed %d -> %s", seed, workdir)
       train.train_and_evaluate(config_n, workdir)
       done = report.load_results(workdir)  # with every stage's time counted

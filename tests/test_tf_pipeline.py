@@ -1,20 +1,18 @@
 """The tf.data pipeline: seeded shuffle-repeat-batch as a pure function of
 (seed, step), images only in the unlabeled stream, stacked steps, resume
 equal to an uninterrupted run, and TensorFlow imported only when chosen."""
-import shutil
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 
-from mnist_ten import checkpoint
 from mnist_ten import input_pipeline
 from mnist_ten import parallel
 from mnist_ten import tf_pipeline
 from mnist_ten import train
 from mnist_ten.errors import ConfigError
+from tests.conftest import assert_resume_equals_uninterrupted
 
 
 def _data():
@@ -65,16 +63,7 @@ def test_a_tfdata_run_resumes_as_if_never_stopped(toy_config, tmp_path, per_step
   toy_config.data.labels_per_class = 3
   toy_config.steps_per_dispatch = per_step
   toy_config.log_every = toy_config.checkpoint_every = 3
-  full = train.train_and_evaluate(toy_config, tmp_path / "full")
-  shutil.copytree(tmp_path / "full", tmp_path / "cut")
-  shutil.rmtree(tmp_path / "cut" / "checkpoints" / "6")
-  (tmp_path / "cut" / "results.json").unlink()
-  resumed = train.train_and_evaluate(toy_config, tmp_path / "cut")
-  assert resumed["test_accuracy_ema"] == full["test_accuracy_ema"]
-  a = checkpoint.Checkpointer(tmp_path / "full" / "checkpoints").restore_raw()
-  b = checkpoint.Checkpointer(tmp_path / "cut" / "checkpoints").restore_raw()
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_array_equal(x, y)
+  assert_resume_equals_uninterrupted(toy_config, tmp_path)
 
 
 def test_an_unknown_pipeline_is_refused(toy_config, tmp_path):

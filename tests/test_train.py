@@ -10,6 +10,7 @@ from mnist_ten import input_pipeline
 from mnist_ten import optim
 from mnist_ten import train
 from mnist_ten.errors import TrainingError, WorkdirError
+from tests.conftest import assert_resume_equals_uninterrupted
 
 
 def _build(config):
@@ -62,20 +63,7 @@ def test_run_writes_workdir(toy_config, tmp_path):
 
 
 def test_resume_equals_uninterrupted_run(toy_config, tmp_path):
-  full = train.train_and_evaluate(toy_config, tmp_path / "full")
-  # Simulate a run killed after its step-3 checkpoint, in the middle of saving
-  # step 6: drop the final checkpoint and results, leave a half-written one.
-  shutil.copytree(tmp_path / "full", tmp_path / "cut")
-  shutil.rmtree(tmp_path / "cut" / "checkpoints" / "6")
-  (tmp_path / "cut" / "results.json").unlink()
-  (tmp_path / "cut" / "checkpoints" / "6.orbax-checkpoint-tmp-1234").mkdir()
-  assert checkpoint.Checkpointer(tmp_path / "cut" / "checkpoints").latest_step() == 3
-  resumed = train.train_and_evaluate(toy_config, tmp_path / "cut")
-  assert resumed["test_accuracy_ema"] == full["test_accuracy_ema"]
-  a = checkpoint.Checkpointer(tmp_path / "full" / "checkpoints").restore_raw()
-  b = checkpoint.Checkpointer(tmp_path / "cut" / "checkpoints").restore_raw()
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_array_equal(x, y)
+  assert_resume_equals_uninterrupted(toy_config, tmp_path)
 
 
 def test_unlabeled_labels_cannot_influence_training(toy_config, tmp_path, toy_idx_dir):
