@@ -70,12 +70,12 @@ class RunView:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _figure(width: float, height: float):
+def figure(width: float, height: float):
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
   return Figure(figsize=(width, height), dpi=100)
 
 
-def _show(ax, image, title: str = "", fontsize: int = 7):
+def show(ax, image, title: str = "", fontsize: int = 7):
   image = np.asarray(image)
   if image.dtype != np.uint8:  # floats in [0, 1] (the views) -> pixels
     image = (np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
@@ -107,13 +107,13 @@ def wrong_predictions(run: RunView):
   idx = wrong_indices(run.test_labels, predicted, confidence)
   cols = 9
   rows = max(1, -(-len(idx) // cols))
-  fig = _figure(cols * 1.2, rows * 1.4 + 0.4)
+  fig = figure(cols * 1.2, rows * 1.4 + 0.4)
   fig.suptitle(f"{int((predicted != run.test_labels).sum())} of {len(predicted)} test images "
                "misclassified (most confident first): true → predicted (confidence)",
                fontsize=8)
   for i, j in enumerate(idx):
     ax = fig.add_subplot(rows, cols, i + 1)
-    _show(ax, run.test_images[j], f"{run.test_labels[j]}→{predicted[j]} ({confidence[j]:.2f})")
+    show(ax, run.test_images[j], f"{run.test_labels[j]}→{predicted[j]} ({confidence[j]:.2f})")
   return fig
 
 
@@ -125,7 +125,7 @@ def confusion(run: RunView):
   c = run.parts.num_classes
   matrix = np.zeros((c, c), np.int64)
   np.add.at(matrix, (run.test_labels, run.predictions[0]), 1)
-  fig = _figure(6, 5.5)
+  fig = figure(6, 5.5)
   ax = fig.add_subplot(1, 1, 1)
   im = ax.imshow(np.log1p(matrix), cmap="Blues")
   for (i, j), n in np.ndenumerate(matrix):
@@ -175,7 +175,7 @@ def _curves(curves: Dict[str, Dict[int, float]], ylabel: str, *, markers: bool =
             log: bool = False, steps_per_epoch: int = 0):
   """One line per curve ({label: {step: value}}) over steps, and over epochs
   on a second axis when `steps_per_epoch` is given."""
-  fig = _figure(6, 4)
+  fig = figure(6, 4)
   ax = fig.add_subplot(1, 1, 1)
   for label, points in sorted(curves.items()):
     steps = sorted(points)
@@ -222,12 +222,12 @@ def views(run: RunView):
   shown = jax.jit(parts.method.views)(jax.random.PRNGKey(0), labeled, unlabeled)
   if not shown:
     return None
-  fig = _figure(n * 1.1 + 1.5, len(shown) * 1.2 + 0.3)
+  fig = figure(n * 1.1 + 1.5, len(shown) * 1.2 + 0.3)
   for r, (name, images) in enumerate(shown.items()):
     images = np.asarray(images)
     for c in range(min(n, images.shape[0])):
       ax = fig.add_subplot(len(shown), n, r * n + c + 1)
-      _show(ax, images[c])
+      show(ax, images[c])
       if c == 0:
         ax.set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
   fig.suptitle(f"what {parts.config.method} trains on (one draw)", fontsize=8)
@@ -240,7 +240,7 @@ def pseudo_labels(run: RunView):
   counts = run.results().get("pseudo_label_counts")
   if not counts:
     return None
-  fig = _figure(6, 3.5)
+  fig = figure(6, 3.5)
   ax = fig.add_subplot(1, 1, 1)
   ax.bar(range(len(counts)), counts)
   ax.axhline(sum(counts) / len(counts), color="gray", linestyle="--", label="equal shares")
@@ -260,7 +260,7 @@ def samples(run: RunView):
   drawn = jax.jit(run.parts.method.samples)(jax.random.PRNGKey(0))
   if not drawn:
     return None
-  fig = _figure(5 * len(drawn), 3.5)
+  fig = figure(5 * len(drawn), 3.5)
   for i, (name, values) in enumerate(drawn.items()):
     ax = fig.add_subplot(1, len(drawn), i + 1)
     ax.hist(np.asarray(values), bins=40)
@@ -279,7 +279,7 @@ def decision_regions(run: RunView):
   levels = np.arange(256, dtype=np.uint8)
   grid = np.stack(np.meshgrid(levels, levels, indexing="ij"), -1).reshape(-1, 1, 1, 2)
   regions = run.classify(grid).argmax(-1).reshape(256, 256)  # [x level, y level]
-  fig = _figure(6, 6)
+  fig = figure(6, 6)
   ax = fig.add_subplot(1, 1, 1)
   ax.imshow(regions.T, origin="lower", extent=(-1, 1, -1, 1), cmap="tab10", vmin=0, vmax=9,
             alpha=0.3, interpolation="nearest")
@@ -316,11 +316,11 @@ def bags(run: RunView):
   weights = run.attention(run.test_images[rows]) if run.attention is not None else None
   targets = run.parts.dataset.test_instance_labels
   cols = int(mask.sum(1).max())
-  fig = _figure(cols * 1.0 + 0.5, len(rows) * 1.25 + 0.5)
+  fig = figure(cols * 1.0 + 0.5, len(rows) * 1.25 + 0.5)
   for r, bag in enumerate(rows):
     for c in range(int(mask[r].sum())):
       ax = fig.add_subplot(len(rows), cols, r * cols + c + 1)
-      _show(ax, instances[r, c], f"{weights[r, c]:.2f}" if weights is not None else "")
+      show(ax, instances[r, c], f"{weights[r, c]:.2f}" if weights is not None else "")
       if targets is not None and targets[bag, c] == 1:
         for spine in ax.spines.values():
           spine.set_edgecolor("red")
@@ -343,7 +343,7 @@ def features(run: RunView):
   from sklearn.decomposition import PCA  # pylint: disable=g-import-not-at-top
   feats = np.asarray(run.features(), np.float64)
   xy = PCA(n_components=2, random_state=0).fit_transform(feats)
-  fig = _figure(6, 5.5)
+  fig = figure(6, 5.5)
   ax = fig.add_subplot(1, 1, 1)
   points = ax.scatter(xy[:, 0], xy[:, 1], c=run.test_labels, cmap="tab10", s=2,
                       vmin=-0.5, vmax=run.parts.num_classes - 0.5)

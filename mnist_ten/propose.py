@@ -29,6 +29,7 @@ from mnist_ten import datasets
 from mnist_ten import errors
 from mnist_ten import graph
 from mnist_ten import neighbors
+from mnist_ten import plots
 from mnist_ten.errors import ConfigError
 
 COVERAGE_SAMPLE = 10_000  # images the coverage is measured on (a seeded subset)
@@ -79,18 +80,12 @@ def propose(features: np.ndarray, num: int, seed: int = 0) -> Dict:
 
 
 def contact_sheet(images: np.ndarray, indices, path: pathlib.Path):
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
   cols = 10
   rows = -(-len(indices) // cols)
-  fig = Figure(figsize=(cols * 1.1, rows * 1.3 + 0.4), dpi=100)
+  fig = plots.figure(cols * 1.1, rows * 1.3 + 0.4)
   fig.suptitle("images to label, most covering first: order. train index", fontsize=8)
   for k, i in enumerate(indices):
-    ax = fig.add_subplot(rows, cols, k + 1)
-    image = images[i]
-    ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=255)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(f"{k + 1}. {i}", fontsize=7)
+    plots.show(fig.add_subplot(rows, cols, k + 1), images[i], f"{k + 1}. {i}")
   fig.savefig(path, bbox_inches="tight")
 
 
