@@ -21,6 +21,7 @@ import importlib
 from typing import Callable
 
 from mnist_ten import augment
+from mnist_ten import datasets
 from mnist_ten.errors import ConfigError
 from mnist_ten.registry import Registry
 
@@ -37,12 +38,12 @@ class Context:
   @property
   def points(self) -> bool:
     """The examples are 2-D points ([1, 1, 2] "images"), with nothing to augment."""
-    return tuple(self.image_shape)[:2] == (1, 1)
+    return datasets.is_points(self.image_shape)
 
   @property
   def bags(self) -> bool:
     """The examples are bags of instances ([L, H, W, C + 1], datasets.pack_bags)."""
-    return len(tuple(self.image_shape)) == 4
+    return datasets.is_bags(self.image_shape)
 
   def augmenter(self, spec: str) -> Callable:
     if self.points and augment.parse(spec):
