@@ -41,10 +41,14 @@ def _round(model, features, num_steps, lr):
   # image takes the pseudo-labels of its 10 nearest training images).
   # refine=2.0: groups of images that Poisson learning gave to the wrong class
   # move when their edges say so clearly (graph.refine_labels).
-  # Measurements for all three: docs/default_recipe.md.
+  # reseed=0.5: a class left with under half the share the labeled set
+  # implies (its one example atypical, its images handed to a neighbour
+  # class) takes back one side of that class's weakest cut (graph.
+  # reseed_vanished). Random draws never trigger it.
+  # Measurements for all four: docs/default_recipe.md.
   c.propagate = dict(features=features, k=10, iterations=600, keep=1.0, mu=8,
                      lambda_u=1.0, agree_with_init=False, consistency=0.0, threshold=0.95,
-                     vote=10, refine=2.0)
+                     vote=10, refine=2.0, reseed=0.5, size_bounds=())
   c.augment.labeled = LABELED
   c.augment.strong = STRONG
   # Used only with propagate.consistency > 0, which is off: the network had

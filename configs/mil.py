@@ -46,8 +46,11 @@ def get_config(arg=None):
   else:
     instance = dict(name="lenet", batch_norm=False, channels=(20, 50), width=500,
                     kernel_grad="auto")
+  # normalize: a frozen encoder's features standardised per instance
+  # (docs/results.md, "Multiple-instance learning").
   c.model = config_lib.model_config("mil", instance=instance, pooling=pooling,
-                                    freeze_instance="pretrained" in flags)
+                                    freeze_instance="pretrained" in flags,
+                                    normalize="pretrained" in flags)
   c.method = "supervised"
   c.augment = dict(labeled="")
   # The paper's optimiser: Adam, 5e-4, L2 1e-4. Bags per step and steps are

@@ -10,6 +10,10 @@ seed, how many proposals it took until every class had one (read from the
 train labels after the proposal: the person labeling), and each run's
 accuracy; the summary puts the mean over seeds beside random one-per-class
 draws (experiments/results/default).
+
+With --graph_only nothing trains: each (seed, N) gets the config's first
+propagation, scored on the unlabeled images (experiments/pseudo_labels.py),
+in OUT/graph_table.md: the cheap first look before the training runs.
 """
 import json
 import pathlib
@@ -21,6 +25,7 @@ from absl import logging
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from experiments import pseudo_labels  # pylint: disable=g-import-not-at-top
 from experiments import report  # pylint: disable=g-import-not-at-top
 from experiments import run_seeds  # pylint: disable=g-import-not-at-top  (--config, --seeds, --out)
 from mnist_ten import datasets  # pylint: disable=g-import-not-at-top
@@ -43,10 +48,10 @@ def until_every_class(labels_in_order, num_classes: int) -> int:
   return 0
 
 
-def run(config, seeds, counts, out: pathlib.Path):
-  dataset = datasets.load(config.data)
-  features = None
-  rows = []
+def proposals(config, seeds, num: int, out: pathlib.Path, dataset):
+  """(seed, path of proposal.json, its indices in order) for each seed, each
+  proposed once (OUT/seed_S) and reused after."""
+  features, found = None, []
   for seed in seeds:
     seed_dir = out / f"seed_{seed}"
     path = seed_dir / "proposal.json"
@@ -54,17 +59,48 @@ def run(config, seeds, counts, out: pathlib.Path):
       if features is None:
         features = neighbors.unit(graph.embed(dataset.train_images,
                                               propose.graph_features_spec(config)))
-      propose.write(seed_dir, propose.propose(features, max(counts), seed),
+      propose.write(seed_dir, propose.propose(features, num, seed),
                     dataset.train_images, {"dataset": dataset.name, "seed": seed})
-    order = json.loads(path.read_text())["labeled_indices"]
+    found.append((seed, path, json.loads(path.read_text())["labeled_indices"]))
+  return found
+
+
+def _labeled_config(config, path, n, seed):
+  config_n = config.copy_and_resolve_references()
+  config_n.data.labeled_file, config_n.data.labeled_count = str(path), n
+  config_n.seed = seed
+  return config_n
+
+
+def graph_only(config, seeds, counts, out: pathlib.Path):
+  """The first propagation for each (seed, N), scored; OUT/graph_table.md."""
+  dataset = datasets.load(config.data)
+  rows = []
+  for seed, path, order in proposals(config, seeds, max(counts), out, dataset):
+    needed = until_every_class(dataset.train_labels[order], dataset.num_classes)
+    for n in counts:
+      score = pseudo_labels.score_propagation(_labeled_config(config, path, n, seed))
+      rows.append({"seed": seed, "n": n, "every_class_after": needed,
+                   "classes": len(set(dataset.train_labels[order[:n]].tolist())),
+                   "accuracy": score["pseudo_label_accuracy"],
+                   "lowest_class": float(min(score["per_class_accuracy"])),
+                   "warnings": len(score["warnings"])})
+      logging.info("proposer seed %d, %d labels: graph %.2f%%", seed, n, 100 * rows[-1]["accuracy"])
+  _table(out, rows, counts, "graph_table.md", "pseudo-label acc. (%)")
+  return rows
+
+
+def run(config, seeds, counts, out: pathlib.Path):
+  dataset = datasets.load(config.data)
+  rows = []
+  for seed, path, order in proposals(config, seeds, max(counts), out, dataset):
+    seed_dir = out / f"seed_{seed}"
     needed = until_every_class(dataset.train_labels[order], dataset.num_classes)
     for n in counts:
       workdir = seed_dir / f"n_{n}"
       done = report.load_results(workdir)
       if done is None:
-        config_n = config.copy_and_resolve_references()
-        config_n.data.labeled_file, config_n.data.labeled_count = str(path), n
-        config_n.seed = seed
+        config_n = _labeled_config(config, path, n, seed)
         logging.info("proposer seed %d, first %d proposals -> %s", seed, n, workdir)
         train.train_and_evaluate(config_n, workdir)
         done = report.load_results(workdir)
@@ -76,12 +112,14 @@ def run(config, seeds, counts, out: pathlib.Path):
   return rows
 
 
-def _table(out, rows, counts):
-  md = ["| proposer seed | every class after | labels | classes labeled | test acc. EMA (%) | "
-        "train min |", "|---|---|---|---|---|---|"]
+def _table(out, rows, counts, name="table.md", what="test acc. EMA (%)"):
+  last = "train min" if name == "table.md" else "share warnings"
+  md = [f"| proposer seed | every class after | labels | classes labeled | {what} | {last} |",
+        "|---|---|---|---|---|---|"]
   for r in rows:
+    tail = f"{r['train_seconds'] / 60:.1f}" if "train_seconds" in r else str(r["warnings"])
     md.append(f"| {r['seed']} | {r['every_class_after'] or 'never'} | {r['n']} | "
-              f"{r['classes']} | {100 * r['accuracy']:.2f} | {r['train_seconds'] / 60:.1f} |")
+              f"{r['classes']} | {100 * r['accuracy']:.2f} | {tail} |")
   md.append("")
   for n in counts:
     acc = 100 * np.array([r["accuracy"] for r in rows if r["n"] == n])
@@ -90,7 +128,11 @@ def _table(out, rows, counts):
       md.append(f"- {n} proposed labels: **{acc.mean():.2f} ± {std:.2f}%** (min {acc.min():.2f}, "
                 f"max {acc.max():.2f}) over {acc.size} proposer seeds")
   out.mkdir(parents=True, exist_ok=True)
-  (out / "table.md").write_text("\n".join(md) + "\n")
+  (out / name).write_text("\n".join(md) + "\n")
+
+
+if "graph_only" not in flags.FLAGS:  # stress.py and proposer.py both define it; one process may import both
+  flags.DEFINE_bool("graph_only", False, "Score the first propagation; train nothing.")
 
 
 def main(argv):
@@ -101,7 +143,12 @@ def main(argv):
   except ValueError:
     raise errors.ConfigError(f"--counts={_COUNTS.value!r}: give numbers, e.g. 10,20,30") from None
   out = pathlib.Path(flags.FLAGS.out)
-  run(flags.FLAGS.config, run_seeds.parse_seeds(flags.FLAGS.seeds), counts, out)
+  seeds = run_seeds.parse_seeds(flags.FLAGS.seeds)
+  if flags.FLAGS.graph_only:
+    graph_only(flags.FLAGS.config, seeds, counts, out)
+    print((out / "graph_table.md").read_text())
+    return
+  run(flags.FLAGS.config, seeds, counts, out)
   print((out / "table.md").read_text())
 
 

@@ -17,6 +17,10 @@ split (its config and split.json):
     This tells whether a pretrained encoder (pretext, SimCLR) holds
     neighbourhoods that the labels can spread over.
 Prints JSON and writes it to RUN_WORKDIR/pseudo_labels.json.
+
+`score_propagation` serves the graph-only modes of experiments/stress.py and
+experiments/proposer.py: a config's first propagation on its own split,
+scored without training.
 """
 import json
 import pathlib
@@ -31,11 +35,10 @@ from mnist_ten import config as config_lib  # pylint: disable=g-import-not-at-to
 from mnist_ten import errors  # pylint: disable=g-import-not-at-top
 from mnist_ten import graph  # pylint: disable=g-import-not-at-top
 from mnist_ten import inference  # pylint: disable=g-import-not-at-top
+from mnist_ten import shares  # pylint: disable=g-import-not-at-top
 from mnist_ten import train  # pylint: disable=g-import-not-at-top
 from mnist_ten.inference import load_classifier  # pylint: disable=g-import-not-at-top
 
-_THRESHOLD = flags.DEFINE_float("threshold", 0.95, "Confidence for the model's pseudo-labels.")
-_LAYERS = flags.DEFINE_bool("layers", False, "Also score each encoder layer as graph features.")
 
 
 def diagnose(workdir: pathlib.Path, threshold: float) -> dict:
@@ -66,6 +69,43 @@ def diagnose(workdir: pathlib.Path, threshold: float) -> dict:
                                             if confident.any() else float("nan"))
     out["threshold"] = threshold
   return out
+
+
+def first_stage(config):
+  """The stage that trains first (a `pretrain` chain's innermost), with the
+  data, model and seed of `config` as training gives it them."""
+  while config.get("pretrain") and config.pretrain.get("method"):
+    config = train.pretrain_config(config)
+  return config
+
+
+def score_propagation(config) -> dict:
+  """The propagation of `config`'s first stage (a `propagate` config) on its
+  own split, before any training: the pseudo-labels' accuracy overall and per
+  class on the unlabeled images, their class shares and the share warnings
+  training would log."""
+  config = first_stage(config)
+  if config.method != "propagate":
+    raise errors.ConfigError(f"a graph-only score needs a propagate config; the first stage "
+                             f"of this one is {config.method!r}")
+  setup = train.Setup(config)
+  split, dataset = setup.split, setup.dataset
+  pseudo = np.asarray(inference.prepare_method(setup.parts).pseudo_labels)
+  record = setup.method.record()
+  truth = dataset.train_labels[split.unlabeled]
+  classes = dataset.num_classes
+  expected = shares.expected_shares(dataset.train_labels[split.labeled], classes,
+                                    tuple(config.data.get("class_prior", ())))
+  found = {"the pseudo-labels": shares.class_shares(pseudo, classes)}
+  if "raw_pseudo_label_shares" in record:
+    found["Poisson learning's labels (before size bounds and re-seeding)"] = np.asarray(
+        record["raw_pseudo_label_shares"])
+  warned = [line for what, got in found.items() for line in shares.warnings(
+      got, expected, what, config.share_warn.low, config.share_warn.high)]
+  return dict(record, labeled_indices=[int(i) for i in split.labeled],
+              pseudo_label_accuracy=float((pseudo == truth).mean()),
+              per_class_accuracy=[float((pseudo[truth == c] == c).mean()) for c in range(classes)],
+              pseudo_label_shares=found["the pseudo-labels"].tolist(), warnings=warned)
 
 
 def graph_quality(features, labels, num_labeled: int, num_classes: int, *, k: int = 10,
@@ -109,12 +149,15 @@ def main(argv):
   if len(argv) != 2:
     raise app.UsageError("usage: pseudo_labels.py RUN_WORKDIR [--threshold=0.95] [--layers]")
   workdir = pathlib.Path(argv[1])
-  result = diagnose(workdir, _THRESHOLD.value)
-  if _LAYERS.value:
+  result = diagnose(workdir, flags.FLAGS.threshold)
+  if flags.FLAGS.layers:
     result["layers"] = layer_graphs(workdir)
   (workdir / "pseudo_labels.json").write_text(json.dumps(result, indent=2))
   print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
+  # Defined here, not at import: stress.py and proposer.py import this module.
+  flags.DEFINE_float("threshold", 0.95, "Confidence for the model's pseudo-labels.")
+  flags.DEFINE_bool("layers", False, "Also score each encoder layer as graph features.")
   app.run(errors.guard(main))

@@ -15,7 +15,14 @@ unlabeled images' labels stay hidden from training as ever. Spaces:
           look the mean feature vector
 Each set runs in OUT/set_SPACE_qQ (resumable); OUT/table.md and table.csv give
 each set's indices, accuracy and time.
+
+With --graph_only nothing trains: each set gets the first propagation of
+the config's first stage (features, graph, Poisson learning, refinement),
+scored against the unlabeled images' true labels (read here only to report,
+as experiments/pseudo_labels.py does), in OUT/graph_table.md. Seconds a set
+instead of minutes: the way to compare propagation settings on many sets.
 """
+import json
 import pathlib
 import sys
 from typing import Dict, List, Tuple
@@ -26,6 +33,7 @@ from absl import logging
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from experiments import pseudo_labels  # pylint: disable=g-import-not-at-top
 from experiments import report  # pylint: disable=g-import-not-at-top
 from experiments import run_seeds  # pylint: disable=g-import-not-at-top,unused-import  (--config, --out)
 from mnist_ten import datasets  # pylint: disable=g-import-not-at-top
@@ -66,7 +74,7 @@ def build_set(images: np.ndarray, labels: np.ndarray, num_classes: int, space: s
 
 
 def set_dir(out: pathlib.Path, space: str, q: float) -> pathlib.Path:
-  return out / f"set_{space}_q{q:.2f}"
+  return out / f"set_{space}_q{q:.2f}" if round(q, 2) == q else out / f"set_{space}_q{q:g}"
 
 
 def run(config, sets, out) -> List[Dict]:
@@ -84,12 +92,43 @@ def run(config, sets, out) -> List[Dict]:
       indices = _pick(features_cache[space], dataset.train_labels, dataset.num_classes, q)
       config_s = config.copy_and_resolve_references()
       config_s.data.labeled_indices = tuple(int(i) for i in indices)
-      config_s.name = f"{config.name or 'config'} on {space} q={q:.2f}"
-      logging.info("labeled set %s q=%.2f: %s -> %s", space, q, indices.tolist(), workdir)
+      config_s.name = f"{config.name or 'config'} on {space} q={q:g}"
+      logging.info("labeled set %s q=%g: %s -> %s", space, q, indices.tolist(), workdir)
       train.train_and_evaluate(config_s, workdir)
       done = report.load_results(workdir)
     rows.append(dict(done, space=space, quantile=q))
   _table(out, rows)
+  return rows
+
+
+def graph_only(config, sets, out) -> List[Dict]:
+  """The first stage's propagation on each set, scored on the unlabeled
+  images (no training); OUT/graph_table.md and graph_table.json."""
+  out = pathlib.Path(out)
+  dataset = datasets.load(config.data)
+  features_cache, rows = {}, []
+  for space, q in sets:
+    if space not in features_cache:
+      features_cache[space] = SPACES[space](dataset.train_images)
+    indices = _pick(features_cache[space], dataset.train_labels, dataset.num_classes, q)
+    config_s = config.copy_and_resolve_references()
+    config_s.data.labeled_indices = tuple(int(i) for i in indices)
+    row = dict(pseudo_labels.score_propagation(config_s), space=space, quantile=q)
+    per_class = row["per_class_accuracy"]
+    logging.info("graph only %s q=%g: %.2f%% (lowest class %d: %.1f%%), %d warnings",
+                 space, q, 100 * row["pseudo_label_accuracy"], int(np.argmin(per_class)),
+                 100 * min(per_class), len(row["warnings"]))
+    rows.append(row)
+  md = ["| space | q | labeled indices | pseudo-label acc. (%) | lowest class (%) | "
+        "share warnings |", "|---|---|---|---|---|---|"]
+  for r in rows:
+    worst = int(np.argmin(r["per_class_accuracy"]))
+    md.append(f"| {r['space']} | {r['quantile']:g} | {r['labeled_indices']} | "
+              f"{100 * r['pseudo_label_accuracy']:.2f} | "
+              f"{worst}: {100 * r['per_class_accuracy'][worst]:.1f} | {len(r['warnings'])} |")
+  out.mkdir(parents=True, exist_ok=True)
+  (out / "graph_table.md").write_text("\n".join(md) + "\n")
+  (out / "graph_table.json").write_text(json.dumps(rows, indent=2))
   return rows
 
 
@@ -112,7 +151,7 @@ def _table(out: pathlib.Path, rows: List[Dict]):
     per_class = r.get("test_per_class_accuracy_ema") or [float("nan")]
     worst = int(np.argmin(per_class))
     warnings = len(r.get("class_share_warnings", []))
-    md.append(f"| {r['space']} | {r['quantile']:.2f} | {r['labeled_indices']} | "
+    md.append(f"| {r['space']} | {r['quantile']:g} | {r['labeled_indices']} | "
               f"{100 * r['test_accuracy_ema']:.2f} | {worst}: {100 * per_class[worst]:.1f} | "
               f"{warnings} | {r['train_seconds_all_stages'] / 60:.1f} |")
     csv.append(f"{r['space']},{r['quantile']},{' '.join(map(str, r['labeled_indices']))},"
@@ -123,10 +162,18 @@ def _table(out: pathlib.Path, rows: List[Dict]):
   (out / "table.csv").write_text("\n".join(csv) + "\n")
 
 
+if "graph_only" not in flags.FLAGS:  # stress.py and proposer.py both define it; one process may import both
+  flags.DEFINE_bool("graph_only", False, "Score the first propagation; train nothing.")
+
+
 def main(argv):
   del argv
   logging.get_absl_handler().addFilter(train.OwnLogs())
   out = pathlib.Path(flags.FLAGS.out)
+  if flags.FLAGS.graph_only:
+    graph_only(flags.FLAGS.config, parse_sets(_SETS.value), out)
+    print((out / "graph_table.md").read_text())
+    return
   run(flags.FLAGS.config, parse_sets(_SETS.value), out)
   print((out / "table.md").read_text())
 

@@ -235,6 +235,12 @@ TABLES: Dict[str, Tuple[str, Tuple[str, ...]]] = {
     "mil": ("file", ("mil/table.md",)),
     "ensemble_supervised_all": ("file", ("ensemble_supervised_all/table.md",)),
     "ensemble_default": ("file", ("ensemble_default/table.md",)),
+    # experiments/stress.py and experiments/proposer.py (issue 21): the first
+    # propagation alone (--graph_only), then the whole recipe.
+    "stress_graph": ("file", ("stress_default/graph_table.md",)),
+    "stress_default": ("file", ("stress_default/table.md",)),
+    "proposer_graph": ("file", ("proposer_default/graph_table.md",)),
+    "proposer_default": ("file", ("proposer_default/table.md",)),
     "results": ("full", tuple(ROWS)),
     "commands": ("commands", tuple(ROWS)),
     "manifest": ("manifest", tuple(ROWS)),

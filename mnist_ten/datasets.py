@@ -106,7 +106,7 @@ def _cache_path(cache_dir, name: str) -> pathlib.Path:
 def save_cache(dataset: Dataset, cache_dir) -> pathlib.Path:
   path = _cache_path(cache_dir, dataset.name)
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_suffix(".tmp.npz")
+  tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # one per process: two may fill it at once
   np.savez_compressed(tmp, train_images=dataset.train_images,
                       train_labels=dataset.train_labels,
                       test_images=dataset.test_images,

@@ -268,7 +268,11 @@ def confident_labels(scores: np.ndarray, keep: float, sizes=None):
   met by per-class offsets (`size_offsets`) before the argmax. Returns
   (labels int32 [N], mask float32 [N]).
   """
-  z = (scores - scores.mean(0)) / (scores.std(0) + 1e-12)
+  spread = scores.std(0)
+  z = (scores - scores.mean(0)) / (spread + 1e-12)
+  # A class without a labeled example has no source: its column is flat,
+  # 0 after standardising, and would win every row the others score below 0.
+  z[:, spread == 0] = -np.inf
   if sizes is not None:
     z = z + size_offsets(z, *sizes)
   labels = z.argmax(1)
@@ -305,6 +309,94 @@ def _sweep_cut(sub, degree, order_key, max_size: int, min_size: int):
   return order[:int(np.argmin(conductance)) + 1]
 
 
+def _symmetric_adjacency(neighbors: np.ndarray, weights: np.ndarray):
+  """W = (A + A^T) / 2 of a kNN graph, as a scipy CSR matrix."""
+  n, k = neighbors.shape
+  adjacency = scipy.sparse.coo_matrix(
+      (np.asarray(weights, np.float64).ravel(), (np.repeat(np.arange(n), k),
+                                                 np.asarray(neighbors).ravel())), shape=(n, n))
+  return ((adjacency + adjacency.T) / 2).tocsr()
+
+
+def _lowest_conductance_split(sub, eigenvectors: int, min_size: int, max_size: int):
+  """A boolean mask of the nodes of graph `sub` on one side of its lowest-
+  conductance sweep cut over the top non-trivial eigenvectors of the
+  normalised adjacency (both signs of each), and that conductance."""
+  m = sub.shape[0]
+  degree = np.asarray(sub.sum(1)).ravel() + 1e-12
+  scale = scipy.sparse.diags(1.0 / np.sqrt(degree))
+  values, vectors = scipy.sparse.linalg.eigsh(
+      scale @ sub @ scale, k=eigenvectors + 1, which="LA", tol=1e-4,
+      v0=np.random.default_rng(0).standard_normal(m))  # fixed: the same split every run
+  best, best_conductance = None, np.inf
+  for j in np.argsort(-values)[1:]:
+    for sign in (1, -1):
+      side = np.zeros(m, bool)
+      side[_sweep_cut(sub, degree, sign * vectors[:, j] / np.sqrt(degree), max_size,
+                      min_size)] = True
+      cut = sub[side][:, ~side].sum()
+      volume = degree[side].sum()
+      conductance = cut / max(min(volume, degree.sum() - volume), 1e-12)
+      if conductance < best_conductance:
+        best, best_conductance = side, conductance
+  return best, float(best_conductance)
+
+
+def reseed_vanished(neighbors: np.ndarray, weights: np.ndarray, scores: np.ndarray,
+                    labels: np.ndarray, labeled: np.ndarray, expected: np.ndarray, *,
+                    low: float = 0.5, high: float = 1.5, eigenvectors: int = 4,
+                    min_fraction: float = 0.2, max_fraction: float = 0.8):
+  """Gives a class that vanished the cluster it lost.
+
+  When one labeled example is atypical (a thin 4 that sits among the 9s),
+  Poisson learning hands its class's images to a neighbour class, which then
+  holds two clusters and about twice its share. For each class a below `low`
+  times its `expected` share (fewest first), the donor b is the class above
+  `high` times its share whose nodes' standardised scores for a are highest
+  on average; b's nodes are split in two along the lowest-conductance sweep
+  cut of their sub-graph (`eigenvectors` non-trivial eigenvectors, each side
+  between `min_fraction` and `max_fraction` of them), and the side without
+  b's labeled nodes becomes a, if its mean score for a is the higher one
+  (otherwise the split is not a's cluster and nothing moves). Labeled nodes
+  keep their labels. Reads no hidden label: only the graph, the scores, the
+  labeled nodes and the shares they imply.
+
+  `scores` [N, C]: Poisson scores of every node; `labels` [N]: the current
+  labels (labeled nodes included); `labeled` [N] bool. Returns (labels int32
+  [N], [(a, b, nodes moved, conductance), ...]).
+  """
+  labels = np.asarray(labels, np.int32).copy()
+  labeled = np.asarray(labeled, bool)
+  n, num_classes = scores.shape
+  z = (scores - scores.mean(0)) / (scores.std(0) + 1e-12)
+  adjacency = None
+  moves = []
+  for a in np.argsort(np.bincount(labels, minlength=num_classes) / n - expected, kind="stable"):
+    share = np.bincount(labels, minlength=num_classes) / n
+    if expected[a] <= 0 or share[a] >= low * expected[a]:
+      continue
+    donors = [c for c in range(num_classes) if c != a and share[c] > high * expected[c]]
+    if not donors:
+      continue
+    b = max(donors, key=lambda c: z[labels == c, a].mean())
+    members = np.flatnonzero(labels == b)
+    if members.size < 4 * (eigenvectors + 2):
+      continue
+    if adjacency is None:
+      adjacency = _symmetric_adjacency(neighbors, weights)
+    side, conductance = _lowest_conductance_split(
+        adjacency[members][:, members], eigenvectors, int(min_fraction * members.size),
+        int(max_fraction * members.size))
+    if labeled[members[side]].any():
+      side = ~side
+    if labeled[members[side]].any() or z[members[side], a].mean() <= z[members[~side], a].mean():
+      continue
+    nodes = members[side]
+    labels[nodes] = a
+    moves.append((int(a), int(b), int(nodes.size), conductance))
+  return labels, moves
+
+
 def refine_labels(neighbors: np.ndarray, weights: np.ndarray, labels: np.ndarray,
                   fixed: np.ndarray, *, num_classes: int, ratio: float = 2.0,
                   eigenvectors: int = 6, max_fraction: float = 0.3, min_size: int = 20,
@@ -331,11 +423,8 @@ def refine_labels(neighbors: np.ndarray, weights: np.ndarray, labels: np.ndarray
 
   Returns the new labels int32 [N] and the number of groups moved.
   """
-  n, k = neighbors.shape
-  adjacency = scipy.sparse.coo_matrix(
-      (np.asarray(weights, np.float64).ravel(), (np.repeat(np.arange(n), k),
-                                                 np.asarray(neighbors).ravel())), shape=(n, n))
-  adjacency = ((adjacency + adjacency.T) / 2).tocsr()
+  n = neighbors.shape[0]
+  adjacency = _symmetric_adjacency(neighbors, weights)
   labels = np.asarray(labels, np.int32).copy()
   fixed = np.asarray(fixed, bool)
   moved = np.zeros(n, bool)

@@ -654,6 +654,10 @@ class _ClassShares:
     self.record.setdefault("class_share_warnings", []).extend(found)
 
   def pseudo_labels(self):
+    raw = self.setup.method.record().get("raw_pseudo_label_shares")
+    if raw is not None:
+      self._note("raw_pseudo_label_shares", "Poisson learning's labels (before size bounds "
+                 "and re-seeding)", np.asarray(raw))
     if self.data.pseudo_labels is not None and len(self.data.pseudo_labels):
       self._note("pseudo_label_shares", "the pseudo-labels",
                  shares_lib.class_shares(self.data.pseudo_labels, self.num_classes,
@@ -774,6 +778,7 @@ def _finish(config, workdir, setup, is_main, state, clock, prepare_seconds, host
     kept = host_data.pseudo_weights > 0
     results["pseudo_label_counts"] = np.bincount(
         host_data.pseudo_labels[kept], minlength=setup.dataset.num_classes).tolist()
+  results.update(setup.method.record())
   results.update(class_shares.record)
   try:
     if is_main:

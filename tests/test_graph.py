@@ -113,6 +113,10 @@ def test_confident_labels_keeps_a_fraction_of_each_class():
   for c in range(4):
     members = labels == c
     assert margin[members & (mask == 1)].min() >= margin[members & (mask == 0)].max()
+  # A class with no labeled example has a flat column (no source): it takes no row.
+  scores[:, 3] = 0.0
+  labels, _ = graph.confident_labels(scores, 0.5)
+  assert not (labels == 3).any() and set(labels.tolist()) == {0, 1, 2}
 
 
 def _group_beside_a_class(group_angle, rng):
@@ -255,3 +259,34 @@ def test_size_bounds_repair_propagation_from_an_atypical_labeled_example():
     assert ((sizes >= 135) & (sizes <= 165)).all()
     if place == [2.0, 0.0]:
       np.testing.assert_array_equal(bounded, plain)  # within bounds: nothing moves
+
+
+def test_reseed_gives_a_vanished_class_the_cluster_its_neighbour_took():
+  """Three blobs; class 1's one labeled point lies on blob 1's fringe next to
+  blob 0, so Poisson learning hands most of blob 1 to class 2, which holds
+  two blobs. Re-seeding splits class 2's nodes at their weakest cut and gives
+  class 1 the side without class 2's labeled node; a well-placed label (no
+  class below half its share) is left exactly as it was."""
+  rng = np.random.default_rng(0)
+  centres = np.array([[0.0, 0.0], [4.0, 0.0], [8.0, 0.0]])
+  x = np.concatenate([c + rng.normal(0, 0.8, (150, 2)) for c in centres])
+  truth = np.repeat(np.arange(3), 150)
+  features = np.concatenate([x, np.full((450, 1), 3.0)], 1).astype(np.float32)
+  neighbors, weights = graph.weighted_knn_graph(features, 10)
+  for place, moved in (([1.5, 0.0], True), ([4.0, 0.0], False)):
+    seeds = np.array([np.argmin(((x - c) ** 2).sum(1) + 100 * (truth != i))
+                      for i, c in enumerate([centres[0], place, centres[2]])])
+    scores = graph.poisson_scores(neighbors, weights, seeds, truth[seeds], num_classes=3,
+                                  iterations=500)
+    plain, _ = graph.confident_labels(scores, 1.0)
+    plain[seeds] = truth[seeds]
+    labeled = np.isin(np.arange(450), seeds)
+    reseeded, moves = graph.reseed_vanished(neighbors, weights, scores, plain, labeled,
+                                            np.full(3, 1 / 3))
+    np.testing.assert_array_equal(reseeded[seeds], truth[seeds])
+    if moved:
+      assert (plain == truth).mean() < 0.65 and (reseeded == truth).mean() > 0.85
+      assert [(a, b) for a, b, _, _ in moves] == [(1, 2)]
+      assert moves[0][2] == int((reseeded != plain).sum())
+    else:
+      assert moves == [] and (reseeded == plain).all()

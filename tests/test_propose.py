@@ -62,3 +62,7 @@ def test_the_proposer_experiment_counts_until_every_class_and_trains_on_the_firs
   assert rows[0]["n"] == 12 and 1 <= rows[0]["classes"] <= 10
   assert (tmp_path / "seed_0" / "proposal.json").exists()
   assert "12 proposed labels" in (tmp_path / "table.md").read_text()
+  # Graph only: the same proposals, scored before any training.
+  scored = proposer.graph_only(toy_config, [0], [12], tmp_path)
+  assert scored[0]["n"] == 12 and 0.0 <= scored[0]["accuracy"] <= 1.0
+  assert "12 proposed labels" in (tmp_path / "graph_table.md").read_text()

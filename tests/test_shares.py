@@ -59,6 +59,28 @@ def test_a_propagating_run_records_the_pseudo_labels_shares(toy_config, tmp_path
   counts = np.array(results["pseudo_label_counts"])
   np.testing.assert_allclose(got, counts / counts.sum(), atol=1e-6)
   assert "unlabeled_prediction_shares" in results
+  assert "size_bounds_moved" not in results  # no bounds: nothing to record
+
+
+def test_binding_size_bounds_are_recorded_and_the_shares_before_them_warned_about(
+    toy_config, tmp_path, caplog):
+  """The bounds hide a vanished class from the shares after them, so the
+  trainer warns on the shares before them."""
+  toy_config.method = "propagate"
+  toy_config.augment.strong = ""
+  toy_config.num_steps, toy_config.eval_every, toy_config.checkpoint_every = 2, 2, 2
+  toy_config.share_warn.low, toy_config.share_warn.high = 0.999, 1.001
+  toy_config.propagate = dict(features="pixels(dim=32)", k=5, iterations=200, keep=1.0, mu=2,
+                              lambda_u=1.0, agree_with_init=False, size_bounds=(0.95, 1.05))
+  results = train.train_and_evaluate(toy_config, tmp_path)
+  before = np.array(results["raw_pseudo_label_shares"])
+  after = np.array(results["pseudo_label_shares"])
+  assert results["size_bounds_moved"] > 0 and not np.allclose(before, after)
+  assert before.sum() == pytest.approx(1.0)
+  assert (np.abs(after - 0.1) <= 0.1 * 0.05 + 0.01).all()  # within the bounds
+  assert any("of Poisson learning's labels (before size bounds" in w
+             for w in results["class_share_warnings"])
+  assert "the size bounds moved" in caplog.text
 
 
 def test_propagate_refuses_size_bounds_that_exclude_the_implied_size(toy_config):

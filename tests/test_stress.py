@@ -45,6 +45,31 @@ def test_a_stress_run_trains_on_the_chosen_indices_only(toy_config, tmp_path):
   split = json.loads((workdir / "split.json").read_text())
   assert sorted(split["labeled"]) == sorted(chosen.tolist())
   assert rows[0]["space"] == "pixels" and (tmp_path / "table.md").exists()
-  assert "| pixels | 0.90 |" in (tmp_path / "table.md").read_text()
+  assert "| pixels | 0.9 |" in (tmp_path / "table.md").read_text()
   again = stress.run(toy_config, [("pixels", 0.9)], tmp_path)  # finished: reused
   assert again[0]["test_accuracy_ema"] == rows[0]["test_accuracy_ema"]
+
+
+def test_graph_only_scores_the_first_propagation_without_training(toy_config, tmp_path):
+  toy_config.method = "propagate"
+  toy_config.augment.strong = ""
+  toy_config.propagate = dict(features="pixels(dim=16)", k=5, iterations=50, keep=1.0, mu=2,
+                              lambda_u=1.0, agree_with_init=False, size_bounds=(0.5, 2.0))
+  rows = stress.graph_only(toy_config, [("pixels", 0.5), ("hog", 1.0)], tmp_path)
+  data = datasets.load(toy_config.data)
+  assert sorted(rows[0]["labeled_indices"]) == sorted(
+      stress.build_set(data.train_images, data.train_labels, 10, "pixels", 0.5).tolist())
+  for row in rows:
+    assert len(row["per_class_accuracy"]) == 10 and 0.0 <= row["pseudo_label_accuracy"] <= 1.0
+    assert sum(row["pseudo_label_shares"]) == pytest.approx(1.0)
+    assert "size_bounds_moved" in row
+  assert "| hog | 1 |" in (tmp_path / "graph_table.md").read_text()
+  assert not list(tmp_path.glob("set_*"))  # nothing trained
+  with pytest.raises(ConfigError, match="needs a propagate config"):
+    stress.graph_only(_supervised(toy_config), [("pixels", 0.5)], tmp_path)
+
+
+def _supervised(config):
+  config = config.copy_and_resolve_references()
+  config.method = "supervised"
+  return config

@@ -89,6 +89,11 @@ class Method:
     handed in by the trainer; else None."""
     return data
 
+  def record(self) -> dict:
+    """What `prepare` found that results.json keeps, e.g. the class shares of
+    the pseudo-labels before size bounds moved them ({} by default)."""
+    return {}
+
   def views(self, rng, labeled_images, unlabeled_images):
     """The views the method trains on, {name: float images in [0, 1]}, drawn
     as `loss` draws them (for the plots; a method may show none)."""

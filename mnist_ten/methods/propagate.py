@@ -79,6 +79,11 @@ class Propagate(Method):
       raise ConfigError(f"propagate.size_bounds={bounds!r} must be () (off) or (low, high) "
                         "with 0 <= low <= 1 <= high: each class's pseudo-labels between low "
                         "and high times the size the labeled set implies")
+    self.reseed = float(cfg.get("reseed", 0.0))
+    if not 0.0 <= self.reseed < 1.0:
+      raise ConfigError(f"propagate.reseed={self.reseed} must be 0 (off) or in (0, 1): a class "
+                        "whose pseudo-labels fall below that fraction of the share the labeled "
+                        "set implies is re-seeded")
     if self.refine and self.refine < 1.0:
       raise ConfigError(f"propagate.refine={self.refine} must be 0 (off) or >= 1: a group "
                         "moves when its edges to another class weigh `refine` times "
@@ -118,8 +123,32 @@ class Propagate(Method):
                                   np.asarray(data.labeled_labels),
                                   num_classes=self.ctx.num_classes, iterations=cfg.iterations)
     lap("Poisson learning")
-    labels, mask = graph.confident_labels(scores[n_lab:], cfg.keep,
-                                          sizes=self._size_bounds(data, len(images) - n_lab))
+    sizes = self._size_bounds(data, len(images) - n_lab)
+    labels, mask = graph.confident_labels(scores[n_lab:], cfg.keep, sizes=sizes)
+    self._record = {}
+    if sizes is not None or self.reseed:
+      # The shares Poisson learning gave tell whether a class had vanished:
+      # the trainer warns on them (train._ClassShares); bounds and re-seeding
+      # hide it after.
+      raw, _ = graph.confident_labels(scores[n_lab:], cfg.keep)
+      self._record["raw_pseudo_label_shares"] = shares.class_shares(
+          raw, self.ctx.num_classes).round(6).tolist()
+    if sizes is not None:
+      self._record["size_bounds_moved"] = int((raw != labels).sum())
+      logging.info("propagate: the size bounds moved %d pseudo-labels",
+                   self._record["size_bounds_moved"])
+    if self.reseed:
+      reseeded, moves = graph.reseed_vanished(
+          neighbors, weights, scores, np.concatenate([np.asarray(data.labeled_labels), labels]),
+          np.arange(len(images)) < n_lab, self._expected_shares(data), low=self.reseed)
+      labels = reseeded[n_lab:]
+      self._record["reseeded"] = [dict(to_class=a, from_class=b, images=m,
+                                       conductance=round(c, 4)) for a, b, m, c in moves]
+      for a, b, m, c in moves:
+        logging.warning("propagate: class %d had vanished (below %.2fx its share); %d images "
+                        "of class %d's pseudo-labels, one side of its weakest cut (conductance "
+                        "%.3f), now seed it", a, self.reseed, m, b, c)
+      lap("re-seeding")
     if self.refine:
       # The labeled nodes keep their labels; a moved group keeps the mask
       # its nodes had under their old label.
@@ -153,10 +182,15 @@ class Propagate(Method):
     bounds = tuple(self.config.propagate.get("size_bounds", ()))
     if not bounds:
       return None
-    expected = num_unlabeled * shares.expected_shares(
-        np.asarray(data.labeled_labels), self.ctx.num_classes,
-        tuple(self.config.data.get("class_prior", ())))
+    expected = num_unlabeled * self._expected_shares(data)
     return bounds[0] * expected, bounds[1] * expected
+
+  def _expected_shares(self, data):
+    return shares.expected_shares(np.asarray(data.labeled_labels), self.ctx.num_classes,
+                                  tuple(self.config.data.get("class_prior", ())))
+
+  def record(self):
+    return dict(getattr(self, "_record", {}))
 
   def vote(self, images):
     if not self.vote_k:
