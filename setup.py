@@ -30,8 +30,9 @@ setup(
         # The run's figures (mnist_ten/plots.py); without them a run still finishes.
         "plots": ["matplotlib>=3.8", "scikit-learn>=1.4"],
         # The suite checks the figures and executes the notebooks.
-        "test": ["pytest>=8", "matplotlib>=3.8", "scikit-learn>=1.4", "nbclient>=0.10",
-                 "nbformat>=5.10", "ipykernel>=6.29"],
+        # pytest-xdist: the suite runs on two workers (.ci/run).
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "matplotlib>=3.8", "scikit-learn>=1.4",
+                 "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
         # experiments/benchmark.py's reference step only; training never imports it.
         "bench": ["torch>=2"],
     },

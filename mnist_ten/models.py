@@ -173,9 +173,7 @@ class BagEncoder(nn.Module):
   instance: nn.Module
   pooling: nn.Module
   freeze_instance: bool = False
-  normalize: bool = False
 
-  @nn.compact
   def __call__(self, x, train: bool = False):
     instances, mask = datasets.unpack_bags(x)
     b, l = mask.shape
@@ -183,10 +181,8 @@ class BagEncoder(nn.Module):
                       train=train and not self.freeze_instance)
     if self.freeze_instance:
       h = jax.lax.stop_gradient(h)
-    if self.normalize:
-      # Each instance's features to zero mean and unit variance: a pretrained
-      # encoder's ReLU features are on a scale that saturates tanh attention.
-      h = nn.LayerNorm(use_scale=False, use_bias=False, name="instance_norm")(h)
+    if isinstance(self.instance, Classifier):
+      h = jax.nn.softmax(h)  # a pretrained classifier's class probabilities per instance
     return self.pooling(h.reshape((b, l, -1)), mask)
 
 
@@ -270,10 +266,12 @@ def lenet(*, batch_norm=True, width=128, kernel_grad="auto", channels=(32, 64)):
 @MODELS.register("mil")
 def mil(*, instance=(("name", "lenet"), ("batch_norm", False), ("channels", (20, 50)),
                      ("width", 500)), pooling="attention", hidden=128, freeze_instance=False,
-        normalize=False):
+        instance_classes=0):
   """A bag classifier: `instance` is the model config (name and arguments)
   of the instance encoder (default: Ilse et al.'s), `pooling` a name of
-  POOLINGS; `normalize` standardises each instance's features."""
+  POOLINGS. `instance_classes` > 0: the instance encoder carries a head of that many
+  classes and each instance enters the pooling as its class probabilities
+  (a pretrained digit classifier's, init_scope='instance')."""
   instance = dict(instance)
   name = instance.pop("name", None)
   if name is None or name == "mil":
@@ -290,7 +288,9 @@ def mil(*, instance=(("name", "lenet"), ("batch_norm", False), ("channels", (20,
     encoder = MODELS.get(name)(**instance)
   except TypeError as e:
     raise ConfigError(f"model mil: instance {name!r}: {e}") from None
-  return BagEncoder(encoder, POOLINGS.get(pooling)(hidden), freeze_instance, normalize)
+  if instance_classes:
+    encoder = Classifier(encoder, int(instance_classes), frozen_encoder=freeze_instance)
+  return BagEncoder(encoder, POOLINGS.get(pooling)(hidden), freeze_instance)
 
 
 @MODELS.register("resnet")

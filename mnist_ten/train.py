@@ -185,10 +185,15 @@ def load_init_from(state: TrainState, config) -> TrainState:
     if "instance" not in state.params.get("encoder", {}):
       raise ConfigError("init_scope='instance' is for a bag model (model.name='mil'), "
                         f"not {config.model.name!r}; use 'encoder' or 'all'")
-    src_params = {"encoder": {**state.params["encoder"], "instance": src_params["encoder"]}}
+    # With model.instance_classes the instance encoder carries the other
+    # run's head too (its class probabilities are the instance features).
+    with_head = "head" in state.params["encoder"]["instance"]
+    src_params = {"encoder": {**state.params["encoder"], "instance": (
+        {"encoder": src_params["encoder"], "head": src_params["head"]} if with_head
+        else src_params["encoder"])}}
     if "encoder" in src_stats:
-      src_stats = {"encoder": {**state.batch_stats.get("encoder", {}),
-                               "instance": src_stats["encoder"]}}
+      src_stats = {"encoder": {**state.batch_stats.get("encoder", {}), "instance": (
+          {"encoder": src_stats["encoder"]} if with_head else src_stats["encoder"])}}
   # "encoder": the encoder alone; "all": every part (encoder, heads) both models have.
   parts = ["encoder"] if config.init_scope in ("encoder", "instance") else [
       k for k in state.params if k in src_params]

@@ -180,9 +180,16 @@ def test_pretrained_instance_encoder_is_loaded_and_stays_frozen(tmp_path):
   train.train_and_evaluate(c, tmp_path / "mil")
   before = run_lib.load_weights(tmp_path / "lenet")
   after = run_lib.load_weights(tmp_path / "mil")
-  for a, b in zip(jax.tree.leaves(before["params"]["encoder"]),
-                  jax.tree.leaves(after["params"]["encoder"]["instance"])):
-    np.testing.assert_array_equal(a, b)  # copied, and not trained
+  # The encoder and its head (the digit probabilities the pooling sees):
+  # copied, and not trained.
+  copied = after["params"]["encoder"]["instance"]
+  assert set(copied) == {"encoder", "head"}
+  for part in ("encoder", "head"):
+    for a, b in zip(jax.tree.leaves(before["params"][part]), jax.tree.leaves(copied[part])):
+      np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(
+      jax.tree.leaves(before["batch_stats"]["encoder"])[0],
+      jax.tree.leaves(after["batch_stats"]["encoder"]["instance"]["encoder"])[0])
   with pytest.raises(ConfigError, match="init_scope='instance' is for a bag model"):
     wrong = supervised.get_config("quick,model=lenet")
     wrong.init_scope, wrong.init_from = "instance", str(tmp_path / "lenet")
