@@ -72,12 +72,14 @@ def test_binding_size_bounds_are_recorded_and_the_shares_before_them_warned_abou
   toy_config.share_warn.low, toy_config.share_warn.high = 0.999, 1.001
   toy_config.propagate = dict(features="pixels(dim=32)", k=5, iterations=200, keep=1.0, mu=2,
                               lambda_u=1.0, agree_with_init=False, size_bounds=(0.95, 1.05))
+  toy_config.data.class_prior = (5,) + (1,) * 9  # class 0 must take 5/14 of the guesses
   results = train.train_and_evaluate(toy_config, tmp_path)
   before = np.array(results["raw_pseudo_label_shares"])
   after = np.array(results["pseudo_label_shares"])
   assert results["size_bounds_moved"] > 0 and not np.allclose(before, after)
   assert before.sum() == pytest.approx(1.0)
-  assert (np.abs(after - 0.1) <= 0.1 * 0.05 + 0.01).all()  # within the bounds
+  prior = np.array((5,) + (1,) * 9) / 14
+  assert (np.abs(after - prior) <= prior * 0.05 + 0.01).all()  # within the bounds
   assert any("of Poisson learning's labels (before size bounds" in w
              for w in results["class_share_warnings"])
   assert "the size bounds moved" in caplog.text
