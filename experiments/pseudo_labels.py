@@ -35,7 +35,6 @@ from mnist_ten import config as config_lib  # pylint: disable=g-import-not-at-to
 from mnist_ten import errors  # pylint: disable=g-import-not-at-top
 from mnist_ten import graph  # pylint: disable=g-import-not-at-top
 from mnist_ten import inference  # pylint: disable=g-import-not-at-top
-from mnist_ten import shares  # pylint: disable=g-import-not-at-top
 from mnist_ten import train  # pylint: disable=g-import-not-at-top
 from mnist_ten.inference import load_classifier  # pylint: disable=g-import-not-at-top
 
@@ -90,22 +89,17 @@ def score_propagation(config) -> dict:
                              f"of this one is {config.method!r}")
   setup = train.Setup(config)
   split, dataset = setup.split, setup.dataset
-  pseudo = np.asarray(inference.prepare_method(setup.parts).pseudo_labels)
-  record = setup.method.record()
+  data = inference.prepare_method(setup.parts)
+  noted = train.ClassShares(config, setup, data)  # as training notes and warns them
+  noted.pseudo_labels()
+  pseudo = np.asarray(data.pseudo_labels)
   truth = dataset.train_labels[split.unlabeled]
-  classes = dataset.num_classes
-  expected = shares.expected_shares(dataset.train_labels[split.labeled], classes,
-                                    tuple(config.data.get("class_prior", ())))
-  found = {"the pseudo-labels": shares.class_shares(pseudo, classes)}
-  if "raw_pseudo_label_shares" in record:
-    found["Poisson learning's labels (before size bounds and re-seeding)"] = np.asarray(
-        record["raw_pseudo_label_shares"])
-  warned = [line for what, got in found.items() for line in shares.warnings(
-      got, expected, what, config.share_warn.low, config.share_warn.high)]
-  return dict(record, labeled_indices=[int(i) for i in split.labeled],
+  return dict(setup.method.record(), labeled_indices=[int(i) for i in split.labeled],
               pseudo_label_accuracy=float((pseudo == truth).mean()),
-              per_class_accuracy=[float((pseudo[truth == c] == c).mean()) for c in range(classes)],
-              pseudo_label_shares=found["the pseudo-labels"].tolist(), warnings=warned)
+              per_class_accuracy=[float((pseudo[truth == c] == c).mean())
+                                  for c in range(dataset.num_classes)],
+              pseudo_label_shares=noted.record["pseudo_label_shares"],
+              warnings=noted.record.get("class_share_warnings", []))
 
 
 def graph_quality(features, labels, num_labeled: int, num_classes: int, *, k: int = 10,

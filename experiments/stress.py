@@ -87,11 +87,7 @@ def run(config, sets, out) -> List[Dict]:
     workdir = set_dir(out, space, q)
     done = report.load_results(workdir)
     if done is None:
-      if space not in features_cache:  # one pass over the train images per space
-        features_cache[space] = SPACES[space](dataset.train_images)
-      indices = _pick(features_cache[space], dataset.train_labels, dataset.num_classes, q)
-      config_s = config.copy_and_resolve_references()
-      config_s.data.labeled_indices = tuple(int(i) for i in indices)
+      indices, config_s = _set_config(config, dataset, features_cache, space, q)
       config_s.name = f"{config.name or 'config'} on {space} q={q:g}"
       logging.info("labeled set %s q=%g: %s -> %s", space, q, indices.tolist(), workdir)
       train.train_and_evaluate(config_s, workdir)
@@ -108,11 +104,7 @@ def graph_only(config, sets, out) -> List[Dict]:
   dataset = datasets.load(config.data)
   features_cache, rows = {}, []
   for space, q in sets:
-    if space not in features_cache:
-      features_cache[space] = SPACES[space](dataset.train_images)
-    indices = _pick(features_cache[space], dataset.train_labels, dataset.num_classes, q)
-    config_s = config.copy_and_resolve_references()
-    config_s.data.labeled_indices = tuple(int(i) for i in indices)
+    _, config_s = _set_config(config, dataset, features_cache, space, q)
     row = dict(pseudo_labels.score_propagation(config_s), space=space, quantile=q)
     per_class = row["per_class_accuracy"]
     logging.info("graph only %s q=%g: %.2f%% (lowest class %d: %.1f%%), %d warnings",
@@ -130,6 +122,18 @@ def graph_only(config, sets, out) -> List[Dict]:
   (out / "graph_table.md").write_text("\n".join(md) + "\n")
   (out / "graph_table.json").write_text(json.dumps(rows, indent=2))
   return rows
+
+
+def _set_config(config, dataset, features_cache, space: str, q: float):
+  """The set's indices and a copy of `config` that trains on them alone;
+  `features_cache` holds each space's features (one pass over the train
+  images per space)."""
+  if space not in features_cache:
+    features_cache[space] = SPACES[space](dataset.train_images)
+  indices = _pick(features_cache[space], dataset.train_labels, dataset.num_classes, q)
+  config_s = config.copy_and_resolve_references()
+  config_s.data.labeled_indices = tuple(int(i) for i in indices)
+  return indices, config_s
 
 
 def _pick(features, labels, num_classes, q):

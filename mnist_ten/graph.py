@@ -258,6 +258,17 @@ def size_offsets(scores: np.ndarray, low: np.ndarray, high: np.ndarray,
   return b
 
 
+def standardized_scores(scores: np.ndarray) -> np.ndarray:
+  """Each class's column of Poisson scores to zero mean and unit variance
+  (their scales differ between classes); a class without a labeled example
+  has no source, so its column is flat and gets -inf: 0 after standardising,
+  it would win every row the others score below 0."""
+  spread = scores.std(0)
+  z = (scores - scores.mean(0)) / (spread + 1e-12)
+  z[:, spread == 0] = -np.inf
+  return z
+
+
 def confident_labels(scores: np.ndarray, keep: float, sizes=None):
   """Pseudo-labels and a class-balanced confidence mask.
 
@@ -268,11 +279,7 @@ def confident_labels(scores: np.ndarray, keep: float, sizes=None):
   met by per-class offsets (`size_offsets`) before the argmax. Returns
   (labels int32 [N], mask float32 [N]).
   """
-  spread = scores.std(0)
-  z = (scores - scores.mean(0)) / (spread + 1e-12)
-  # A class without a labeled example has no source: its column is flat,
-  # 0 after standardising, and would win every row the others score below 0.
-  z[:, spread == 0] = -np.inf
+  z = standardized_scores(scores)
   if sizes is not None:
     z = z + size_offsets(z, *sizes)
   labels = z.argmax(1)
@@ -289,8 +296,8 @@ def confident_labels(scores: np.ndarray, keep: float, sizes=None):
 def _sweep_cut(sub, degree, order_key, max_size: int, min_size: int):
   """The node positions of the prefix of the nodes sorted by `order_key`
   with the lowest conductance in the graph `sub` (sizes in [min_size,
-  max_size]). All prefixes at once: an edge is cut by every prefix that
-  holds one of its ends but not the other."""
+  max_size]), and that conductance. All prefixes at once: an edge is cut by
+  every prefix that holds one of its ends but not the other."""
   order = np.argsort(order_key, kind="stable")
   m = order.size
   position = np.empty(m, np.int64)
@@ -306,7 +313,23 @@ def _sweep_cut(sub, degree, order_key, max_size: int, min_size: int):
   conductance = cut / np.maximum(np.minimum(volume, degree.sum() - volume), 1e-12)
   conductance[:min_size - 1] = np.inf
   conductance[max_size:] = np.inf
-  return order[:int(np.argmin(conductance)) + 1]
+  best = int(np.argmin(conductance))
+  return order[:best + 1], float(conductance[best])
+
+
+def _spectral_orderings(sub, eigenvectors: int):
+  """(degrees, node orderings) of graph `sub`: each of the top `eigenvectors`
+  non-trivial eigenvectors of its normalised adjacency, with both signs, as
+  a key to sort its nodes by for a sweep cut."""
+  degree = np.asarray(sub.sum(1)).ravel() + 1e-12
+  scale = scipy.sparse.diags(1.0 / np.sqrt(degree))
+  values, vectors = scipy.sparse.linalg.eigsh(
+      scale @ sub @ scale, k=eigenvectors + 1, which="LA", tol=1e-4,
+      # A fixed start vector: the same orderings on every run.
+      v0=np.random.default_rng(0).standard_normal(sub.shape[0]))
+  # The top eigenvector is the trivial one (sqrt of the degrees).
+  return degree, [sign * vectors[:, j] / np.sqrt(degree)
+                  for j in np.argsort(-values)[1:] for sign in (1, -1)]
 
 
 def _symmetric_adjacency(neighbors: np.ndarray, weights: np.ndarray):
@@ -322,24 +345,15 @@ def _lowest_conductance_split(sub, eigenvectors: int, min_size: int, max_size: i
   """A boolean mask of the nodes of graph `sub` on one side of its lowest-
   conductance sweep cut over the top non-trivial eigenvectors of the
   normalised adjacency (both signs of each), and that conductance."""
-  m = sub.shape[0]
-  degree = np.asarray(sub.sum(1)).ravel() + 1e-12
-  scale = scipy.sparse.diags(1.0 / np.sqrt(degree))
-  values, vectors = scipy.sparse.linalg.eigsh(
-      scale @ sub @ scale, k=eigenvectors + 1, which="LA", tol=1e-4,
-      v0=np.random.default_rng(0).standard_normal(m))  # fixed: the same split every run
+  degree, keys = _spectral_orderings(sub, eigenvectors)
   best, best_conductance = None, np.inf
-  for j in np.argsort(-values)[1:]:
-    for sign in (1, -1):
-      side = np.zeros(m, bool)
-      side[_sweep_cut(sub, degree, sign * vectors[:, j] / np.sqrt(degree), max_size,
-                      min_size)] = True
-      cut = sub[side][:, ~side].sum()
-      volume = degree[side].sum()
-      conductance = cut / max(min(volume, degree.sum() - volume), 1e-12)
-      if conductance < best_conductance:
-        best, best_conductance = side, conductance
-  return best, float(best_conductance)
+  for key in keys:
+    nodes, conductance = _sweep_cut(sub, degree, key, max_size, min_size)
+    if conductance < best_conductance:
+      best, best_conductance = nodes, conductance
+  side = np.zeros(sub.shape[0], bool)
+  side[best] = True
+  return side, best_conductance
 
 
 def reseed_vanished(neighbors: np.ndarray, weights: np.ndarray, scores: np.ndarray,
@@ -368,7 +382,7 @@ def reseed_vanished(neighbors: np.ndarray, weights: np.ndarray, scores: np.ndarr
   labels = np.asarray(labels, np.int32).copy()
   labeled = np.asarray(labeled, bool)
   n, num_classes = scores.shape
-  z = (scores - scores.mean(0)) / (scores.std(0) + 1e-12)
+  z = standardized_scores(scores)
   adjacency = None
   moves = []
   for a in np.argsort(np.bincount(labels, minlength=num_classes) / n - expected, kind="stable"):
@@ -436,18 +450,10 @@ def refine_labels(neighbors: np.ndarray, weights: np.ndarray, labels: np.ndarray
       if members.size < 2 * min_size or members.size <= eigenvectors + 2:
         continue
       sub = adjacency[members][:, members]
-      degree = np.asarray(sub.sum(1)).ravel() + 1e-12
-      scale = scipy.sparse.diags(1.0 / np.sqrt(degree))
-      values, vectors = scipy.sparse.linalg.eigsh(
-          scale @ sub @ scale, k=eigenvectors + 1, which="LA", tol=1e-4,
-          # A fixed start vector: the same groups on every run.
-          v0=np.random.default_rng(0).standard_normal(members.size))
-      # The top eigenvector is the trivial one (sqrt of the degrees).
-      candidates = [sign * vectors[:, j] / np.sqrt(degree)
-                    for j in np.argsort(-values)[1:] for sign in (1, -1)]
+      degree, candidates = _spectral_orderings(sub, eigenvectors)
       for key in candidates:
         nodes = members[_sweep_cut(sub, degree, key, int(max_fraction * members.size),
-                                   min_size)]
+                                   min_size)[0]]
         if fixed[nodes].any() or moved[nodes].any():
           continue
         outside = adjacency[nodes].tocoo()

@@ -635,7 +635,7 @@ def _prepare_data(setup) -> input_pipeline.TrainData:
   return data
 
 
-class _ClassShares:
+class ClassShares:
   """Each class's share of the pseudo-labels (after `prepare`) and of the
   network's predictions on the unlabeled images (at the end), logged, warned
   about when far from what the labeled set implies (`config.share_warn`),
@@ -704,7 +704,7 @@ def _train(config, workdir, setup, is_main, start_time, log_start=None) -> Dict:
   t = time.time()
   host_data = _prepare_data(setup)
   prepare_seconds = time.time() - t
-  class_shares = _ClassShares(config, setup, host_data)
+  class_shares = ClassShares(config, setup, host_data)
   class_shares.pseudo_labels()
   fed = config.data.get("pipeline", "device") == "tfdata"
   # With the tf.data pipeline the unlabeled images stay on the host; the

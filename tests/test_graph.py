@@ -233,22 +233,33 @@ def test_size_offsets_move_nothing_within_bounds_and_restore_a_vanished_class():
   assert np.bincount(labels, minlength=3).max() <= 150
 
 
-def test_size_bounds_repair_propagation_from_an_atypical_labeled_example():
-  """Three blobs; class 1's one labeled point lies in blob 0's fringe, so
-  Poisson learning hands most of blob 1 to its neighbours. Bounds on the
-  class sizes (what one label per class implies: equal shares) win back
-  most of it; a well-placed label is left exactly as it was."""
+def _three_blobs():
+  """Three blobs of 150 points, classes 0-1-2 from left to right, and their
+  kNN graph; `seeds(place)` is one labeled point per class, class 1's the
+  class-1 point nearest `place`."""
   rng = np.random.default_rng(0)
   centres = np.array([[0.0, 0.0], [4.0, 0.0], [8.0, 0.0]])
   x = np.concatenate([c + rng.normal(0, 0.8, (150, 2)) for c in centres])
   truth = np.repeat(np.arange(3), 150)
   features = np.concatenate([x, np.full((450, 1), 3.0)], 1).astype(np.float32)
   neighbors, weights = graph.weighted_knn_graph(features, 10)
+
+  def seeds(place):
+    return np.array([np.argmin(((x - c) ** 2).sum(1) + 100 * (truth != i))
+                     for i, c in enumerate([centres[0], place, centres[2]])])
+  return truth, neighbors, weights, seeds
+
+
+def test_size_bounds_repair_propagation_from_an_atypical_labeled_example():
+  """Three blobs; class 1's one labeled point lies in blob 0's fringe, so
+  Poisson learning hands most of blob 1 to its neighbours. Bounds on the
+  class sizes (what one label per class implies: equal shares) win back
+  most of it; a well-placed label is left exactly as it was."""
+  truth, neighbors, weights, seeds_near = _three_blobs()
   bounds = (np.full(3, 0.9 * 150), np.full(3, 1.1 * 150))
   for place, plain_at_most, bounded_at_least in (([1.5, 0.0], 0.65, 0.75),
                                                  ([2.0, 0.0], 1.0, 0.99)):
-    seeds = np.array([np.argmin(((x - c) ** 2).sum(1) + 100 * (truth != i))
-                      for i, c in enumerate([centres[0], place, centres[2]])])
+    seeds = seeds_near(place)
     scores = graph.poisson_scores(neighbors, weights, seeds, truth[seeds], num_classes=3,
                                   iterations=500)
     plain, _ = graph.confident_labels(scores, 1.0)
@@ -267,15 +278,9 @@ def test_reseed_gives_a_vanished_class_the_cluster_its_neighbour_took():
   two blobs. Re-seeding splits class 2's nodes at their weakest cut and gives
   class 1 the side without class 2's labeled node; a well-placed label (no
   class below half its share) is left exactly as it was."""
-  rng = np.random.default_rng(0)
-  centres = np.array([[0.0, 0.0], [4.0, 0.0], [8.0, 0.0]])
-  x = np.concatenate([c + rng.normal(0, 0.8, (150, 2)) for c in centres])
-  truth = np.repeat(np.arange(3), 150)
-  features = np.concatenate([x, np.full((450, 1), 3.0)], 1).astype(np.float32)
-  neighbors, weights = graph.weighted_knn_graph(features, 10)
+  truth, neighbors, weights, seeds_near = _three_blobs()
   for place, moved in (([1.5, 0.0], True), ([4.0, 0.0], False)):
-    seeds = np.array([np.argmin(((x - c) ** 2).sum(1) + 100 * (truth != i))
-                      for i, c in enumerate([centres[0], place, centres[2]])])
+    seeds = seeds_near(place)
     scores = graph.poisson_scores(neighbors, weights, seeds, truth[seeds], num_classes=3,
                                   iterations=500)
     plain, _ = graph.confident_labels(scores, 1.0)

@@ -89,6 +89,7 @@ class Propagate(Method):
                         "moves when its edges to another class weigh `refine` times "
                         "those to its own")
     self._memory = None  # (embedding, features, labels) of the graph, for `vote`
+    self._record = {}  # what `prepare` found, for results.json (`record`)
     self.uses_encoder = any(name == "encoder" for name, _ in
                             graph.parse_features(cfg.features))
     self.uses_init_network = self.uses_encoder or cfg.get("agree_with_init", False)
@@ -128,7 +129,7 @@ class Propagate(Method):
     self._record = {}
     if sizes is not None or self.reseed:
       # The shares Poisson learning gave tell whether a class had vanished:
-      # the trainer warns on them (train._ClassShares); bounds and re-seeding
+      # the trainer warns on them (train.ClassShares); bounds and re-seeding
       # hide it after.
       raw, _ = graph.confident_labels(scores[n_lab:], cfg.keep)
       self._record["raw_pseudo_label_shares"] = shares.class_shares(
@@ -190,7 +191,7 @@ class Propagate(Method):
                                   tuple(self.config.data.get("class_prior", ())))
 
   def record(self):
-    return dict(getattr(self, "_record", {}))
+    return dict(self._record)
 
   def vote(self, images):
     if not self.vote_k:
