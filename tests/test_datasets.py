@@ -46,15 +46,17 @@ def _data_config(**kw):
   return c
 
 
-def test_tfds_path_with_mock_data_and_cache(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name,shape", [("mnist", (28, 28, 1)), ("cifar10", (32, 32, 3)),
+                                        ("svhn_cropped", (32, 32, 3))])
+def test_tfds_path_with_mock_data_and_cache(name, shape, tmp_path, monkeypatch):
   tfds = pytest.importorskip("tensorflow_datasets")
   # mock_data stands in for the download: the machine counts as connected.
   monkeypatch.setattr(datasets, "_unreachable", lambda builder: "")
   with tfds.testing.mock_data(num_examples=12):
-    ds = datasets.load(_data_config(name="mnist", cache_dir=str(tmp_path)))
-  assert ds.train_images.shape == (12, 28, 28, 1) and ds.num_classes == 10
-  assert (tmp_path / "mnist.npz").exists()
-  cached = datasets.load(_data_config(name="mnist", cache_dir=str(tmp_path)))
+    ds = datasets.load(_data_config(name=name, cache_dir=str(tmp_path)))
+  assert ds.train_images.shape == (12,) + shape and ds.num_classes == 10
+  assert (tmp_path / f"{name}.npz").exists()
+  cached = datasets.load(_data_config(name=name, cache_dir=str(tmp_path)))
   np.testing.assert_array_equal(cached.test_labels, ds.test_labels)
 
 

@@ -224,8 +224,11 @@ def test_log_means_skip_unmeasured_metrics_but_never_a_nan_loss():
   assert np.isnan(train._window_means(pending)["loss"])  # pylint: disable=protected-access
 
 
-# The LeNet here: the residual CNN runs default:quick in test_launch.py.
-@pytest.mark.parametrize("preset", ["default.py:quick,model=lenet", "fixmatch.py:quick"])
+# Every image method; the LeNet for default here: the residual CNN runs
+# default:quick in test_launch.py.
+@pytest.mark.parametrize("preset", [
+    "default.py:quick,model=lenet", "fixmatch.py:quick", "mixmatch.py:quick", "simclr.py:quick",
+    "pretext.py:quick", "entropy_min.py:quick", "supervised.py:quick", "knn.py:quick"])
 def test_colour_images_of_another_size_train_end_to_end(preset, tmp_path):
   """Any TFDS image dataset, not only 28x28 greyscale: 32x32 RGB images (as
   CIFAR-10's) through the graph's features, the models and the augmentations
