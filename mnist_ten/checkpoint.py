@@ -144,7 +144,14 @@ class Checkpointer:
     """Restores into the structure (and shardings) of `target`; returns
     (state, extra dict, with the step read under "step")."""
     raw, step = self.read(step)
-    state = flax.serialization.from_state_dict(target, raw.pop("state"))
+    saved = raw.pop("state")
+    if isinstance(saved, dict):
+      for key, value in flax.serialization.to_state_dict(target).items():
+        if key not in saved and not jax.tree.leaves(value):
+          # A field without arrays (a stateless method's None) is not written,
+          # nor was it in checkpoints from before the field existed.
+          saved[key] = value
+    state = flax.serialization.from_state_dict(target, saved)
     differ = [jax.tree_util.keystr(path) for (path, a), b in zip(
         jax.tree_util.tree_flatten_with_path(target)[0], jax.tree.leaves(state))
               if np.shape(a) != np.shape(b)]

@@ -51,6 +51,9 @@ class Batch(NamedTuple):
   labels: jax.Array = None  # None for unlabeled batches
   pseudo_labels: jax.Array = None   # unlabeled batches, when the data holds them
   pseudo_weights: jax.Array = None
+  # Unlabeled batches: each image's row in the unlabeled set (int32), for a
+  # method's per-image state (FlexMatch's last confident prediction).
+  indices: jax.Array = None
 
 
 def host_train_data(dataset: Dataset, split: Split) -> TrainData:
@@ -120,9 +123,8 @@ def sample(data: TrainData, rng, *, labeled_size: int, unlabeled_size: int, shar
     size = data.num_unlabeled or data.unlabeled_images.shape[0]
     idx = jax.random.randint(k_unl, (unlabeled_size,), 0, size)
     images = _take(data.unlabeled_images, idx, sharding)
-    if data.pseudo_labels is None:
-      unlabeled = Batch(images)
-    else:
-      unlabeled = Batch(images, pseudo_labels=_gather(data.pseudo_labels, idx, sharding),
-                        pseudo_weights=_gather(data.pseudo_weights, idx, sharding))
+    unlabeled = Batch(images, indices=jax.lax.with_sharding_constraint(idx, sharding))
+    if data.pseudo_labels is not None:
+      unlabeled = unlabeled._replace(pseudo_labels=_gather(data.pseudo_labels, idx, sharding),
+                                     pseudo_weights=_gather(data.pseudo_weights, idx, sharding))
   return labeled, unlabeled

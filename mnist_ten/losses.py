@@ -45,24 +45,58 @@ def distribution_alignment(probs, target, predicted=None):
   return aligned / aligned.sum(-1, keepdims=True)
 
 
-def confident_pseudo_labels(logits, threshold: float, prior=None):
+def marginal_queue(num_classes: int, length: int):
+  """The state of ReMixMatch's running model marginal: the mean predictions of
+  the last `length` unlabeled batches (ring buffer) and how many were seen."""
+  return {"means": jnp.zeros((length, num_classes), jnp.float32),
+          "count": jnp.zeros((), jnp.int32)}
+
+
+def update_marginal(queue, probs):
+  """Puts this batch's mean prediction into the queue (as USB's
+  DistAlignQueueHook, the batch enters before it is aligned) and returns
+  (new queue, the mean over the batches in it). Length 1: this batch's mean."""
+  length = queue["means"].shape[0]
+  means = queue["means"].at[queue["count"] % length].set(probs.mean(0))
+  count = queue["count"] + 1
+  filled = jnp.minimum(count, length)  # rows are filled in order: the first `filled`
+  held = (jnp.arange(length) < filled)[:, None]
+  return {"means": means, "count": count}, jnp.sum(means * held, 0) / filled
+
+
+def per_class(name: str, values, limit: int = 20) -> dict:
+  """{name/cK: values[K]}: a per-class quantity as metrics (TensorBoard only,
+  not the console), for up to `limit` classes."""
+  if values.shape[-1] > limit:
+    return {}
+  return {f"{name}/c{k}": values[k] for k in range(values.shape[-1])}
+
+
+def confident_pseudo_labels(logits, threshold: float, prior=None, predicted=None):
   """FixMatch's hard pseudo-labels: (argmax, mask of max prob >= threshold),
   both without gradient. With a class `prior`, the probabilities are first
-  aligned to it (`distribution_alignment`)."""
+  aligned to it (`distribution_alignment`, with the model's marginal
+  `predicted`, by default the batch's mean)."""
   probs = jax.nn.softmax(jax.lax.stop_gradient(logits))
   if prior is not None:
-    probs = distribution_alignment(probs, prior)
+    probs = distribution_alignment(probs, prior, predicted)
   return probs.argmax(-1), (probs.max(-1) >= threshold).astype(jnp.float32)
 
 
-def confident_consistency(logits_weak, logits_strong, threshold: float, prior=None):
-  """FixMatch's unlabeled term: cross-entropy of the strong view against the
-  weak view's confident hard pseudo-labels (no gradient through them),
-  averaged over the whole batch (unconfident examples count as zero).
+def masked_consistency(logits_strong, pseudo, mask):
+  """Cross-entropy of the strong view against hard pseudo-labels, weighted by
+  `mask` (0/1 or soft) and averaged over the whole batch, as the official
+  FixMatch and USB do (masked-out examples count as zero)."""
+  return jnp.mean(cross_entropy(logits_strong, pseudo, reduction="none") * mask)
+
+
+def confident_consistency(logits_weak, logits_strong, threshold: float, prior=None,
+                          predicted=None):
+  """FixMatch's unlabeled term: `masked_consistency` on the weak view's
+  confident hard pseudo-labels (no gradient through them).
   Returns (loss, pseudo-labels, mask)."""
-  pseudo, mask = confident_pseudo_labels(logits_weak, threshold, prior)
-  per_example = cross_entropy(logits_strong, pseudo, reduction="none")
-  return jnp.mean(per_example * mask), pseudo, mask
+  pseudo, mask = confident_pseudo_labels(logits_weak, threshold, prior, predicted)
+  return masked_consistency(logits_strong, pseudo, mask), pseudo, mask
 
 
 def mixup_lambda(key, alpha: float, n: int):

@@ -97,7 +97,8 @@ def batches(host_data: input_pipeline.TrainData, *, labeled_size: int, unlabeled
   datasets = [labeled]
   if unlabeled_size:
     # Images only, and what `prepare` derived from them: no label of an unlabeled image.
-    arrays = {"images": np.asarray(host_data.unlabeled_images)}
+    arrays = {"images": np.asarray(host_data.unlabeled_images),
+              "indices": np.arange(host_data.unlabeled_images.shape[0], dtype=np.int32)}
     if host_data.pseudo_labels is not None:
       arrays["pseudo_labels"] = np.asarray(host_data.pseudo_labels, np.int32)
       arrays["pseudo_weights"] = np.asarray(host_data.pseudo_weights, np.float32)
@@ -126,7 +127,8 @@ def batches(host_data: input_pipeline.TrainData, *, labeled_size: int, unlabeled
           pseudo_labels=(to_device(unl["pseudo_labels"], unlabeled_size)
                          if "pseudo_labels" in unl else None),
           pseudo_weights=(to_device(unl["pseudo_weights"], unlabeled_size)
-                          if "pseudo_weights" in unl else None)))
+                          if "pseudo_weights" in unl else None),
+          indices=to_device(unl["indices"], unlabeled_size)))
     else:
       out.append(None)
     return tuple(out)

@@ -11,6 +11,7 @@ import functools
 import json
 import logging as py_logging
 import pathlib
+import re
 import subprocess
 import time
 from typing import Any, Dict, List, Tuple
@@ -48,6 +49,7 @@ RESUME_MAY_CHANGE = ("data.data_dir", "data.idx_dir", "data.cache_dir",
                      "eval_with", "reevaluate", "share_warn", *config_lib.EVAL_KEYS)
 
 
+_PER_CLASS = re.compile(r"/c\d+$")
 BAD_STEP = "first_nonfinite_step"  # a step's metrics: where training diverged
 NO_BAD_STEP = np.iinfo(np.int32).max
 
@@ -60,6 +62,7 @@ class TrainState:
   opt_state: Any
   ema_params: Any
   rng: jax.Array  # raw uint32 key; the step's key is fold_in(rng, step)
+  method_state: Any = None  # the method's own pytree (Method.init_state), None for most
 
   def variables(self, tag: str = "ema") -> Dict[str, Any]:
     """The model's variables with the EMA ("ema") or the raw ("raw") weights."""
@@ -101,12 +104,12 @@ def make_train_step(model, method, tx, schedule, config, mesh, fed: bool = False
 
   def update(state: TrainState, labeled, unlabeled, k_loss):
     def loss_fn(params):
-      loss, metrics, batch_stats = method.loss(
+      loss, metrics, batch_stats, method_state = method.loss(
           params, forward=make_forward(model, state.batch_stats), labeled=labeled,
-          unlabeled=unlabeled, rng=k_loss, step=state.step)
-      return loss, (metrics, batch_stats)
+          unlabeled=unlabeled, rng=k_loss, step=state.step, state=state.method_state)
+      return loss, (metrics, batch_stats, method_state)
 
-    (loss, (metrics, batch_stats)), grads = jax.value_and_grad(
+    (loss, (metrics, batch_stats, method_state)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -114,6 +117,9 @@ def make_train_step(model, method, tx, schedule, config, mesh, fed: bool = False
     if config.ema_decay:
       decay = ema_decay_at(config.ema_decay, state.step)
       ema_params = optax.incremental_update(params, state.ema_params, 1.0 - decay)
+    # One copy per device, as the weights: per-image rows are written by the
+    # sharded batch's indices.
+    method_state = jax.lax.with_sharding_constraint(method_state, parallel.replicated(mesh))
     grad_norm = optax.tree.norm(grads)
     metrics = {"loss": loss, **metrics, "lr": schedule(state.step), "grad_norm": grad_norm,
                # Checked on every step: the first step whose loss or gradient is
@@ -121,7 +127,8 @@ def make_train_step(model, method, tx, schedule, config, mesh, fed: bool = False
                BAD_STEP: jnp.where(jnp.isfinite(loss) & jnp.isfinite(grad_norm),
                                    NO_BAD_STEP, state.step + 1)}
     return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                         opt_state=opt_state, ema_params=ema_params), metrics
+                         opt_state=opt_state, ema_params=ema_params,
+                         method_state=method_state), metrics
 
   def keys(state):
     return jax.random.split(jax.random.fold_in(state.rng, state.step))
@@ -154,7 +161,8 @@ def make_train_step(model, method, tx, schedule, config, mesh, fed: bool = False
   return jax.jit(step, donate_argnums=0)
 
 
-def init_state(model, tx, config, image_shape, mesh) -> TrainState:
+def init_state(model, tx, config, image_shape, mesh, method_state=None) -> TrainState:
+  """A fresh state on the mesh; `method_state`: the method's `init_state`."""
   rng = jax.random.PRNGKey(config.seed)
 
   def make():
@@ -163,7 +171,8 @@ def init_state(model, tx, config, image_shape, mesh) -> TrainState:
     params = variables["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get("batch_stats", {}),
-                      opt_state=tx.init(params), ema_params=params, rng=rng)
+                      opt_state=tx.init(params), ema_params=params, rng=rng,
+                      method_state=method_state)
   # Made on the mesh directly: with several processes each one creates its
   # own devices' copies of the same values.
   state = jax.jit(make, out_shardings=parallel.replicated(mesh))()
@@ -311,7 +320,8 @@ def _window_means(pending) -> Dict[str, float]:
 
 
 def _format_metrics(metrics: Dict[str, float]) -> str:
-  return " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+  # Per-class metrics (losses.per_class: NAME/cK) go to TensorBoard only.
+  return " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if not _PER_CLASS.search(k))
 
 
 def _format_seconds(s: float) -> str:
@@ -604,7 +614,8 @@ class _Evaluations:
 def _restore_or_init(config, setup, tx, ckpt, start_time) -> Tuple[TrainState, Clock]:
   """The latest checkpoint of this workdir, else `init_from`'s weights, else
   a fresh initialisation; with the clock of the sittings so far."""
-  state = init_state(setup.model, tx, config, setup.dataset.image_shape, setup.mesh)
+  state = init_state(setup.model, tx, config, setup.dataset.image_shape, setup.mesh,
+                     setup.method.init_state(int(setup.split.unlabeled.size)))
   # Times accumulate over sittings: a resumed run reports its whole cost.
   clock = Clock(setup.method.images_per_step, start_time=start_time)
   if ckpt.latest_step() is not None:

@@ -49,14 +49,14 @@ def test_fixmatch_batch_shapes_and_mask():
   labeled, unlabeled = _batches()
   method = _fixmatch(threshold=0.95)
   assert method.images_per_step == 4 + 2 * 8
-  loss, metrics, _ = method.loss(jnp.float32(10.0), forward=forward, labeled=labeled,
-                                 unlabeled=unlabeled, rng=jax.random.key(1), step=0)
+  loss, metrics, _, _ = method.loss(jnp.float32(10.0), forward=forward, labeled=labeled,
+                                    unlabeled=unlabeled, rng=jax.random.key(1), step=0, state=None)
   assert seen == [(20, 28, 28, 1)]  # one forward pass over labeled + weak + strong
   assert float(metrics["mask_rate"]) == 1.0
   assert float(metrics["loss/unsupervised"]) < 1e-3
-  _, metrics, _ = _fixmatch(threshold=1.01).loss(
+  _, metrics, _, _ = _fixmatch(threshold=1.01).loss(
       jnp.float32(10.0), forward=forward, labeled=labeled, unlabeled=unlabeled,
-      rng=jax.random.key(1), step=0)
+      rng=jax.random.key(1), step=0, state=None)
   assert float(metrics["mask_rate"]) == 0.0 and float(metrics["loss/unsupervised"]) == 0.0
 
 
@@ -77,9 +77,9 @@ def _fixmatch_loss_fn(method, model, variables, labeled, unlabeled):
   from mnist_ten import train
 
   def loss_fn(params):
-    loss, metrics, stats = method.loss(
+    loss, metrics, stats, _ = method.loss(
         params, forward=train.make_forward(model, variables.get("batch_stats", {})),
-        labeled=labeled, unlabeled=unlabeled, rng=jax.random.key(1), step=0)
+        labeled=labeled, unlabeled=unlabeled, rng=jax.random.key(1), step=0, state=None)
     return loss, (metrics, stats)
   return loss_fn
 
@@ -177,8 +177,9 @@ def test_fixmatch_align_spreads_one_class_pseudo_labels():
   for preset in (None, "align"):
     method = _fixmatch(0.5, preset)
     assert method.config.fixmatch.align == (preset == "align")
-    _, metrics, _ = method.loss(jnp.float32(0.0), forward=forward, labeled=labeled,
-                                unlabeled=unlabeled, rng=jax.random.key(0), step=0)
+    _, metrics, _, _ = method.loss(jnp.float32(0.0), forward=forward, labeled=labeled,
+                                   unlabeled=unlabeled, rng=jax.random.key(0), step=0,
+                                   state=method.init_state(8))
     assert float(metrics["mask_rate"]) > 0.4
     share[preset] = float(metrics["pseudo_label_top_class_share"])
   assert share[None] == 1.0 and share["align"] <= 0.5 + 1e-6
@@ -203,8 +204,9 @@ def test_mixmatch_guesses_sharpened_labels(mixup):
 
   labeled, unlabeled = _batches()
   method = _mixmatch(mixup)
-  loss, metrics, _ = method.loss(jnp.float32(1.0), forward=forward, labeled=labeled,
-                                 unlabeled=unlabeled, rng=jax.random.key(0), step=10_000)
+  loss, metrics, _, _ = method.loss(jnp.float32(1.0), forward=forward, labeled=labeled,
+                                    unlabeled=unlabeled, rng=jax.random.key(0), step=10_000,
+                                    state=None)
   assert seen == [2 * 8, 4 + 2 * 8]  # the guessing pass, then the training pass
   assert method.images_per_step == sum(seen)
   assert float(metrics["lambda_u"]) == 75.0  # ramped up fully
@@ -230,8 +232,9 @@ def test_mixmatch_align_spreads_one_class_guesses():
   for preset in ("", "align"):
     method = _mixmatch(True, preset)
     assert method.config.mixmatch.align == (preset == "align")
-    _, metrics, _ = method.loss(jnp.float32(0.0), forward=forward, labeled=labeled,
-                                unlabeled=unlabeled, rng=jax.random.key(0), step=0)
+    _, metrics, _, _ = method.loss(jnp.float32(0.0), forward=forward, labeled=labeled,
+                                   unlabeled=unlabeled, rng=jax.random.key(0), step=0,
+                                   state=method.init_state(8))
     share[preset] = float(metrics["guess_top_class_share"])
   assert share == {"": 1.0, "align": 0.5}
 
@@ -282,8 +285,8 @@ def test_propagate_prepares_pseudo_labels_from_images_and_labeled_examples(toy_c
 
   def forward(params, images, train=True, output="logits"):
     return jnp.zeros((images.shape[0], 10)) + params, {}
-  _, metrics, _ = method.loss(jnp.zeros(10), forward=forward, labeled=labeled,
-                              unlabeled=unlabeled, rng=jax.random.key(1), step=0)
+  _, metrics, _, _ = method.loss(jnp.zeros(10), forward=forward, labeled=labeled,
+                                 unlabeled=unlabeled, rng=jax.random.key(1), step=0, state=None)
   # Uniform logits: cross-entropy log(10) on every kept example, 0 on the rest.
   expected = np.log(10) * float(unlabeled.pseudo_weights.mean())
   np.testing.assert_allclose(float(metrics["loss/pseudo_labels"]), expected, rtol=1e-5)
@@ -395,8 +398,8 @@ def test_propagate_consistency_term_uses_the_networks_confident_weak_view(toy_co
     seen.append(images.shape[0])
     logits = jnp.zeros((images.shape[0], 3)).at[:, 0].set(params)  # sure of class 0
     return logits, {}
-  loss, metrics, _ = method.loss(jnp.asarray(10.0), forward=forward, labeled=labeled,
-                                 unlabeled=unlabeled, rng=jax.random.key(0), step=0)
+  loss, metrics, _, _ = method.loss(jnp.asarray(10.0), forward=forward, labeled=labeled,
+                                    unlabeled=unlabeled, rng=jax.random.key(0), step=0, state=None)
   assert seen == [4 + 8 + 8]  # one forward pass over all three views
   assert float(metrics["mask_rate"]) == 1.0
   # Where sure, the network's guess (0) overrules the graph on 3 of 8 images.
@@ -404,8 +407,8 @@ def test_propagate_consistency_term_uses_the_networks_confident_weak_view(toy_co
   np.testing.assert_allclose(float(metrics["loss/consistency"]),
                              float(-jax.nn.log_softmax(jnp.asarray([10.0, 0, 0]))[0]), rtol=1e-5)
   # Unsure (uniform logits): nothing passes the threshold, the term is zero.
-  _, metrics, _ = method.loss(jnp.asarray(0.0), forward=forward, labeled=labeled,
-                              unlabeled=unlabeled, rng=jax.random.key(0), step=0)
+  _, metrics, _, _ = method.loss(jnp.asarray(0.0), forward=forward, labeled=labeled,
+                                 unlabeled=unlabeled, rng=jax.random.key(0), step=0, state=None)
   assert float(metrics["mask_rate"]) == 0.0 and float(metrics["loss/consistency"]) == 0.0
 
 
@@ -431,8 +434,8 @@ def test_pretext_alternate_trains_supervised_on_even_steps_and_pretext_on_odd(to
 
   def run(step):
     return method.loss(params, forward=forward, labeled=labeled, unlabeled=unlabeled,
-                       rng=jax.random.key(0), step=jnp.asarray(step))
-  (loss0, m0, stats0), (loss1, m1, stats1) = run(0), run(1)
+                       rng=jax.random.key(0), step=jnp.asarray(step), state=None)
+  (loss0, m0, stats0, _), (loss1, m1, stats1, _) = run(0), run(1)
   assert float(stats0["seen"]) == 0.0 and float(stats1["seen"]) == 1.0
   np.testing.assert_allclose(float(loss0), float(m0["loss/supervised"]))
   np.testing.assert_allclose(float(loss1), float(m1["loss/pretext"]))
@@ -440,9 +443,9 @@ def test_pretext_alternate_trains_supervised_on_even_steps_and_pretext_on_odd(to
   # Only the chosen loss has a gradient: even steps move the main head only.
   grad0 = jax.grad(lambda p: method.loss(p, forward=forward, labeled=labeled,
                                          unlabeled=unlabeled, rng=jax.random.key(0),
-                                         step=jnp.asarray(0))[0])(params)
+                                         step=jnp.asarray(0), state=None)[0])(params)
   grad1 = jax.grad(lambda p: method.loss(p, forward=forward, labeled=labeled,
                                          unlabeled=unlabeled, rng=jax.random.key(0),
-                                         step=jnp.asarray(1))[0])(params)
+                                         step=jnp.asarray(1), state=None)[0])(params)
   assert float(grad0["aux"]) == 0.0 and float(grad0["logits"]) != 0.0
   assert float(grad1["logits"]) == 0.0 and float(grad1["aux"]) != 0.0

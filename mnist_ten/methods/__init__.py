@@ -2,8 +2,8 @@
 
 A method is a class in its own module whose `loss` is a pure function:
 
-    loss(params, *, forward, labeled, unlabeled, rng, step)
-        -> (scalar loss, {name: scalar metric}, new batch statistics)
+    loss(params, *, forward, labeled, unlabeled, rng, step, state)
+        -> (scalar loss, {name: scalar metric}, new batch statistics, new state)
 
 `forward(params, images, train=True, output="logits") -> (outputs, batch_stats)`
 runs the model (output: "logits", "features", "aux" for the auxiliary head
@@ -15,6 +15,14 @@ arrive un-augmented in [0, 1]: the method augments the views it needs with
 differentiates `loss`, applies the optimizer and EMA, logs every metric (a
 metric set to NaN on a step counts as not measured there). A method may also
 `vote` at prediction time (see `Method.vote`; `propagate` does, with its graph).
+
+`state` is the method's own pytree (`Method.init_state`: e.g. an EMA of the
+predicted class distribution, per-class thresholds, a prediction per
+unlabeled image, indexed by `unlabeled.indices`), or None for a method that
+keeps none (it returns it unchanged). The trainer carries it through the
+jit-compiled step, replicated over the mesh, and checkpoints it with the
+weights, so a resumed run continues with the same state. It is computed from
+the model's outputs and the labeled examples only, never from a hidden label.
 """
 import dataclasses
 import importlib
@@ -104,7 +112,12 @@ class Method:
     mixup's lambda), for histograms in the plots."""
     return {}
 
-  def loss(self, params, *, forward, labeled, unlabeled, rng, step):
+  def init_state(self, num_unlabeled: int):
+    """The method's state before step 0 (a pytree of arrays), or None."""
+    del num_unlabeled
+    return None
+
+  def loss(self, params, *, forward, labeled, unlabeled, rng, step, state):
     raise NotImplementedError
 
   def vote(self, images):
@@ -129,6 +142,6 @@ def build(config, ctx: Context) -> Method:
 
 
 # Importing a method's module registers it.
-for _module in ("supervised", "knn", "fixmatch", "mixmatch", "pretext", "simclr",
-                "propagate", "entropy_min"):
+for _module in ("supervised", "knn", "fixmatch", "flexmatch", "freematch", "softmatch",
+                "mixmatch", "pretext", "simclr", "propagate", "entropy_min"):
   importlib.import_module(f"mnist_ten.methods.{_module}")

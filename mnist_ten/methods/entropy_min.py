@@ -21,7 +21,7 @@ class EntropyMinimization(Method):
     self.unlabeled_batch_size = config.batch_size * config.entropy_min.mu
     self.augment = ctx.augmenter(config.augment.labeled)
 
-  def loss(self, params, *, forward, labeled, unlabeled, rng, step):
+  def loss(self, params, *, forward, labeled, unlabeled, rng, step, state):
     cfg = self.config.entropy_min
     n_lab = labeled.images.shape[0]
     # One forward pass over both batches: batch norm sees one distribution.
@@ -33,7 +33,7 @@ class EntropyMinimization(Method):
     return supervised + weight * entropy, {
         "loss/supervised": supervised, "entropy/unlabeled": entropy,
         "lambda_u": weight, "train/accuracy": losses.accuracy(logits[:n_lab], labeled.labels),
-    }, batch_stats
+    }, batch_stats, state
 
   def views(self, rng, labeled_images, unlabeled_images):
     images = self.augment(rng, jnp.concatenate([labeled_images, unlabeled_images]))

@@ -23,8 +23,15 @@ Without batch norm all three give the same loss and gradient (tested).
 
 `fixmatch.align=True` aligns the weak view's predictions to the labeled
 examples' class distribution before thresholding (ReMixMatch's distribution
-alignment, as in `mixmatch`; the model's marginal is this step's unlabeled
-batch mean). Off by default: FixMatch as published.
+alignment, as in `mixmatch`): each probability vector is multiplied by
+p(y) / p~(y) and renormalised, p~(y) the model's mean prediction over the
+last `fixmatch.align_batches` unlabeled batches (ReMixMatch: 128, kept in
+the method's state; 1: this batch alone). Off by default: FixMatch as
+published.
+
+FlexMatch, FreeMatch and SoftMatch subclass this class: the same views and
+forward passes (`logits`), another rule for which pseudo-labels count
+(`unlabeled_term`).
 """
 import jax
 import jax.numpy as jnp
@@ -56,8 +63,15 @@ class FixMatch(Method):
   def images_per_step(self):
     return self.labeled_batch_size + 2 * self.unlabeled_batch_size
 
-  def loss(self, params, *, forward, labeled, unlabeled, rng, step):
+  def init_state(self, num_unlabeled):
     cfg = self.config.fixmatch
+    if not cfg.get("align", False):
+      return None
+    return losses.marginal_queue(self.ctx.num_classes, cfg.get("align_batches", 128))
+
+  def logits(self, params, forward, labeled, unlabeled, rng):
+    """(labeled, weak, strong) logits and the new batch statistics, by
+    `fixmatch.weak_pass`."""
     k_lab, k_weak, k_strong = jax.random.split(rng, 3)
     n_lab, n_unl = labeled.images.shape[0], unlabeled.images.shape[0]
     lab = self.labeled_augment(k_lab, labeled.images)
@@ -65,33 +79,50 @@ class FixMatch(Method):
     strong = self.strong(k_strong, unlabeled.images)
     if self.weak_pass == "joint":
       logits, batch_stats = forward(params, jnp.concatenate([lab, weak, strong]))
-      logits_lab = logits[:n_lab]
-      logits_weak, logits_strong = logits[n_lab:n_lab + n_unl], logits[n_lab + n_unl:]
-    elif self.weak_pass == "no_grad":
+      return (logits[:n_lab], logits[n_lab:n_lab + n_unl], logits[n_lab + n_unl:],
+              batch_stats)
+    if self.weak_pass == "no_grad":
       # The weak rows last: the layers cut the gradient of every row from n on.
       with layers.gradient_rows(n_lab + n_unl):
         logits, batch_stats = forward(params, jnp.concatenate([lab, strong, weak]))
-      logits_lab = logits[:n_lab]
-      logits_strong, logits_weak = logits[n_lab:n_lab + n_unl], logits[n_lab + n_unl:]
-    else:
-      # stop_gradient on the parameters, not only on the logits: the weak
-      # pass is then never linearised, and its backward is not built at all.
-      logits_weak, weak_stats = forward(jax.lax.stop_gradient(params), weak)
-      logits, batch_stats = forward(params, jnp.concatenate([lab, strong]))
-      logits_lab, logits_strong = logits[:n_lab], logits[n_lab:]
-      # Running statistics: m * old + (1 - m) * batch is linear in the batch
-      # statistics, so the weighted mean of the two updates is the update by
-      # the two passes' image-weighted statistics.
-      share = n_unl / (n_lab + 2 * n_unl)
-      batch_stats = jax.tree.map(lambda w, s: share * w + (1 - share) * s,
-                                 weak_stats, batch_stats)
-    supervised = losses.cross_entropy(logits_lab, labeled.labels,
-                                      label_smoothing=self.config.label_smoothing)
-    prior = None
+      return (logits[:n_lab], logits[n_lab + n_unl:], logits[n_lab:n_lab + n_unl],
+              batch_stats)
+    # stop_gradient on the parameters, not only on the logits: the weak
+    # pass is then never linearised, and its backward is not built at all.
+    logits_weak, weak_stats = forward(jax.lax.stop_gradient(params), weak)
+    logits, batch_stats = forward(params, jnp.concatenate([lab, strong]))
+    # Running statistics: m * old + (1 - m) * batch is linear in the batch
+    # statistics, so the weighted mean of the two updates is the update by
+    # the two passes' image-weighted statistics.
+    share = n_unl / (n_lab + 2 * n_unl)
+    batch_stats = jax.tree.map(lambda w, s: share * w + (1 - share) * s,
+                               weak_stats, batch_stats)
+    return logits[:n_lab], logits_weak, logits[n_lab:], batch_stats
+
+  def unlabeled_term(self, logits_weak, logits_strong, *, labeled, unlabeled, state, step):
+    """The unlabeled loss (weighted by lambda_u, ramped up, in `loss`) and
+    which pseudo-labels it used: (loss, pseudo-labels, mask, {metric: value},
+    new state)."""
+    del unlabeled, step
+    cfg = self.config.fixmatch
+    prior = predicted = None
     if cfg.get("align", False):
       prior = losses.class_distribution(labeled.labels, self.ctx.num_classes)
-    unsupervised, pseudo, mask = losses.confident_consistency(logits_weak, logits_strong,
-                                                              cfg.threshold, prior)
+      state, predicted = losses.update_marginal(
+          state, jax.nn.softmax(jax.lax.stop_gradient(logits_weak)))
+    loss, pseudo, mask = losses.confident_consistency(logits_weak, logits_strong,
+                                                      cfg.threshold, prior, predicted)
+    return loss, pseudo, mask, {}, state
+
+  def loss(self, params, *, forward, labeled, unlabeled, rng, step, state):
+    cfg = self.config.fixmatch
+    logits_lab, logits_weak, logits_strong, batch_stats = self.logits(
+        params, forward, labeled, unlabeled, rng)
+    supervised = losses.cross_entropy(logits_lab, labeled.labels,
+                                      label_smoothing=self.config.label_smoothing)
+    unsupervised, pseudo, mask, metrics, state = self.unlabeled_term(
+        logits_weak, logits_strong, labeled=labeled, unlabeled=unlabeled, state=state,
+        step=step)
     weight = cfg.lambda_u * losses.linear_rampup(step, cfg.rampup_steps)
     return supervised + weight * unsupervised, {
         "loss/supervised": supervised, "loss/unsupervised": unsupervised,
@@ -101,7 +132,8 @@ class FixMatch(Method):
         "pseudo_label_top_class_share": losses.top_class_share(pseudo, mask,
                                                                self.ctx.num_classes),
         "train/accuracy": losses.accuracy(logits_lab, labeled.labels),
-    }, batch_stats
+        **metrics,
+    }, batch_stats, state
 
   def views(self, rng, labeled_images, unlabeled_images):
     k_lab, k_weak, k_strong = jax.random.split(rng, 3)

@@ -9,12 +9,11 @@ project compared).
 `mixmatch.align=True` adds ReMixMatch's distribution alignment (Berthelot et
 al. 2020) before sharpening: each guess is multiplied by p(y) / p~(y) and
 renormalised, where p(y) is the labeled examples' class distribution and
-p~(y) the model's mean guess. It stops the guesses from drifting into one
-class, the failure MixMatch shows with one label per class. ReMixMatch keeps
-p~(y) as a running mean over 128 batches; the trainer keeps no method state,
-so here it is the mean over this step's unlabeled batch (64 images by
-default, each averaged over its K views). Off by default: MixMatch as
-published.
+p~(y) the model's mean guess over the last `mixmatch.align_batches`
+unlabeled batches (ReMixMatch's running mean over 128, kept in the method's
+state; 1: this step's batch alone, each image averaged over its K views). It
+stops the guesses from drifting into one class, the failure MixMatch shows
+with one label per class. Off by default: MixMatch as published.
 """
 import jax
 import jax.numpy as jnp
@@ -38,7 +37,13 @@ class MixMatch(Method):
     k_views = self.config.mixmatch.k * self.unlabeled_batch_size
     return k_views + self.labeled_batch_size + k_views  # guessing pass + training pass
 
-  def loss(self, params, *, forward, labeled, unlabeled, rng, step):
+  def init_state(self, num_unlabeled):
+    cfg = self.config.mixmatch
+    if not cfg.get("align", False):
+      return None
+    return losses.marginal_queue(self.ctx.num_classes, cfg.get("align_batches", 128))
+
+  def loss(self, params, *, forward, labeled, unlabeled, rng, step, state):
     cfg = self.config.mixmatch
     num_classes = self.ctx.num_classes
     k_lab, k_unl, k_mix = jax.random.split(rng, 3)
@@ -49,8 +54,9 @@ class MixMatch(Method):
     probs = jax.nn.softmax(jax.lax.stop_gradient(guess_logits)).reshape(
         (cfg.k, -1, num_classes)).mean(0)
     if cfg.get("align", False):
+      state, predicted = losses.update_marginal(state, probs)
       probs = losses.distribution_alignment(
-          probs, losses.class_distribution(labeled.labels, num_classes))
+          probs, losses.class_distribution(labeled.labels, num_classes), predicted)
     guess = jnp.tile(losses.sharpen(probs, cfg.temperature), (cfg.k, 1))
 
     inputs = jnp.concatenate([x, u])
@@ -70,7 +76,7 @@ class MixMatch(Method):
         # The largest share of the guesses that one class takes: 1/num_classes
         # when balanced, 1 when collapsed (needs no labels).
         "guess_top_class_share": losses.top_class_share(probs.argmax(-1), None, num_classes),
-    }, batch_stats
+    }, batch_stats, state
 
   def views(self, rng, labeled_images, unlabeled_images):
     cfg = self.config.mixmatch

@@ -58,9 +58,9 @@ class RotationPretext(Method):
     self.unlabeled_batch_size = config.batch_size
     self.augment = ctx.augmenter(config.augment.labeled)
 
-  def loss(self, params, *, forward, labeled, unlabeled, rng, step):
+  def loss(self, params, *, forward, labeled, unlabeled, rng, step, state):
     loss, accuracy, batch_stats = pretext_loss(self, params, forward, unlabeled.images, rng)
-    return loss, {"loss/pretext": loss, "pretext/accuracy": accuracy}, batch_stats
+    return loss, {"loss/pretext": loss, "pretext/accuracy": accuracy}, batch_stats, state
 
   def views(self, rng, labeled_images, unlabeled_images):
     return pretext_views(self, unlabeled_images, rng)
@@ -81,18 +81,19 @@ class AlternatePretext(Supervised):
     _check_square(ctx)
     self.unlabeled_batch_size = config.batch_size
 
-  def loss(self, params, *, forward, labeled, unlabeled, rng, step):
+  def loss(self, params, *, forward, labeled, unlabeled, rng, step, state):
     nan = jnp.full((), jnp.nan)  # "not measured on this step": left out of the log means
     main = step % 2 == 0
-    sup_loss, sup_metrics, sup_stats = Supervised.loss(
-        self, params, forward=forward, labeled=labeled, unlabeled=None, rng=rng, step=step)
+    sup_loss, sup_metrics, sup_stats, _ = Supervised.loss(
+        self, params, forward=forward, labeled=labeled, unlabeled=None, rng=rng, step=step,
+        state=state)
     pre_loss, pre_accuracy, pre_stats = pretext_loss(self, params, forward, unlabeled.images,
                                                      rng)
     pick = lambda a, b: jax.tree.map(lambda x, y: jnp.where(main, x, y), a, b)
     metrics = {name: jnp.where(main, value, nan) for name, value in sup_metrics.items()}
     metrics.update({"loss/pretext": jnp.where(main, nan, pre_loss),
                     "pretext/accuracy": jnp.where(main, nan, pre_accuracy)})
-    return jnp.where(main, sup_loss, pre_loss), metrics, pick(sup_stats, pre_stats)
+    return jnp.where(main, sup_loss, pre_loss), metrics, pick(sup_stats, pre_stats), state
 
   def views(self, rng, labeled_images, unlabeled_images):
     return {**super().views(rng, labeled_images, unlabeled_images),

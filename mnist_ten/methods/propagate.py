@@ -215,7 +215,7 @@ class Propagate(Method):
     views = 2 if self.consistency else 1
     return self.labeled_batch_size + views * self.unlabeled_batch_size
 
-  def loss(self, params, *, forward, labeled, unlabeled, rng, step):
+  def loss(self, params, *, forward, labeled, unlabeled, rng, step, state):
     cfg = self.config.propagate
     k_lab, k_unl = jax.random.split(rng)
     n_lab, n_unl = labeled.images.shape[0], unlabeled.images.shape[0]
@@ -250,4 +250,4 @@ class Propagate(Method):
           # How often the network, where confident, overrules the graph.
           "consistency/disagrees_with_graph": jnp.sum(
               mask * (guess != unlabeled.pseudo_labels)) / jnp.maximum(mask.sum(), 1.0)})
-    return total, metrics, batch_stats
+    return total, metrics, batch_stats, state

@@ -22,7 +22,7 @@ class SimCLR(Method):
   def images_per_step(self):
     return 2 * self.unlabeled_batch_size
 
-  def loss(self, params, *, forward, labeled, unlabeled, rng, step):
+  def loss(self, params, *, forward, labeled, unlabeled, rng, step, state):
     k1, k2 = jax.random.split(rng)
     views = jnp.concatenate([self.augment(k1, unlabeled.images),
                              self.augment(k2, unlabeled.images)])
@@ -34,7 +34,7 @@ class SimCLR(Method):
     sim = jnp.where(jnp.eye(2 * n, dtype=bool), -jnp.inf, zn @ zn.T)
     partner = jnp.concatenate([jnp.arange(n, 2 * n), jnp.arange(n)])
     return loss, {"loss/contrastive": loss,
-                  "contrastive/accuracy": jnp.mean(sim.argmax(-1) == partner)}, batch_stats
+                  "contrastive/accuracy": jnp.mean(sim.argmax(-1) == partner)}, batch_stats, state
 
   def views(self, rng, labeled_images, unlabeled_images):
     k1, k2 = jax.random.split(rng)
