@@ -155,3 +155,21 @@ def test_a_binary_folder_with_most_images_unlabeled(fashion, tmp_path, monkeypat
   assert split["class_names"] == ["female", "male"] and split["num_classes"] == 2
   assert len(split["labeled"]) == 15 and split["num_unlabeled"] == 40  # 20 labeled, 5 tested
   assert results["dataset"] == "folder:f"
+
+
+def test_an_exported_dataset_reads_back_identical(toy_config, tmp_path, monkeypatch):
+  """experiments/export_folder.py: the folder holds the same images and labels
+  in the same order, so a seed draws the same labeled images from either."""
+  from experiments import export_folder
+  monkeypatch.setenv("MNIST_TEN_CACHE", str(tmp_path / "cache"))
+  counts = export_folder.export(toy_config.data, tmp_path / "f", unlabeled_share=0.25)
+  toy = datasets.load(toy_config.data)
+  back = datasets.load(_data_config(tmp_path / "f"))
+  np.testing.assert_array_equal(back.train_images, toy.train_images)
+  np.testing.assert_array_equal(back.test_images, toy.test_images)
+  np.testing.assert_array_equal(back.test_labels, toy.test_labels)
+  hidden = back.train_labels == folders.UNLABELED
+  assert hidden.sum() == counts["unlabeled"] == round(0.25 * toy.train_labels.size)
+  np.testing.assert_array_equal(back.train_labels[~hidden], toy.train_labels[~hidden])
+  with pytest.raises(ConfigError, match="is not empty"):
+    export_folder.export(toy_config.data, tmp_path / "f")
