@@ -140,24 +140,29 @@ class Checkpointer:
       for tmp in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
         shutil.rmtree(tmp, ignore_errors=True)
 
-  def restore(self, target: Any, step: Optional[int] = None) -> Tuple[Any, dict]:
+  def restore(self, target: Any, step: Optional[int] = None,
+              fill_missing=()) -> Tuple[Any, dict]:
     """Restores into the structure (and shardings) of `target`; returns
-    (state, extra dict, with the step read under "step")."""
+    (state, extra dict, with the step read under "step", and the top-level
+    keys of `fill_missing` that the checkpoint lacked, which keep the
+    target's values, under "filled")."""
     raw, step = self.read(step)
     saved = raw.pop("state")
+    filled = []
     if isinstance(saved, dict):
       for key, value in flax.serialization.to_state_dict(target).items():
-        if key not in saved and not jax.tree.leaves(value):
-          # A field without arrays (a stateless method's None) is not written,
-          # nor was it in checkpoints from before the field existed.
+        # Fields added since older checkpoints were written (TrainState's
+        # method_state) start from the target's value.
+        if key not in saved and key in fill_missing:
           saved[key] = value
+          filled.append(key)
     state = flax.serialization.from_state_dict(target, saved)
     differ = [jax.tree_util.keystr(path) for (path, a), b in zip(
         jax.tree_util.tree_flatten_with_path(target)[0], jax.tree.leaves(state))
               if np.shape(a) != np.shape(b)]
     if differ:  # from_state_dict takes any shapes
       raise ValueError(f"checkpoint {step}'s shapes differ at {', '.join(differ[:3])}")
-    return state, {**raw, "step": step}
+    return state, {**raw, "step": step, "filled": filled}
 
   def restore_raw(self, step: Optional[int] = None) -> dict:
     """The newest readable checkpoint as nested dicts of arrays, whatever made it."""

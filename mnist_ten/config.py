@@ -195,6 +195,9 @@ ADDED_KEYS = ("reevaluate", "num_epochs", "share_warn")
 ADDED_DATA_KEYS = ("num_unlabeled", "standardize", "synthetic", "bags", "class_prior",
                    "labeled_file", "labeled_count", "dir", "image_size", "color",
                    "test_fraction", "test_seed", "pipeline")
+# Method options added since, at the value that reproduces the runs before them.
+ADDED_METHOD_KEYS = {"fixmatch": {"weak_pass": "joint", "align_batches": 1},
+                     "mixmatch": {"align_batches": 1}}
 
 
 def from_saved(saved: dict) -> ml_collections.ConfigDict:
@@ -212,6 +215,12 @@ def from_saved(saved: dict) -> ml_collections.ConfigDict:
       for key in ADDED_DATA_KEYS:
         if "data" in stage and key not in stage.data:
           stage.data[key] = defaults.data[key]
+      for section, added in ADDED_METHOD_KEYS.items():
+        if section in stage:
+          with stage[section].unlocked():
+            for key, value in added.items():
+              if key not in stage[section]:
+                stage[section][key] = value
       if "eval_with" in stage:
         if stage.eval_with == "knn":
           stage.evals = ml_collections.ConfigDict({"knn": {"every": 0}})

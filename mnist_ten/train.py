@@ -34,6 +34,7 @@ from mnist_ten import input_pipeline
 from mnist_ten import models
 from mnist_ten import optim
 from mnist_ten import parallel
+from mnist_ten import phases as phases_lib
 from mnist_ten import plots
 from mnist_ten import run as run_lib
 from mnist_ten import shares as shares_lib
@@ -334,7 +335,10 @@ class Setup:
   before anything is written to the workdir."""
 
   def __init__(self, config, dataset=None):
+    start = time.perf_counter()
     self.parts = run_lib.Parts.from_config(config, dataset)
+    # The dataset's load (none when an earlier stage's is reused) and the split.
+    self.seconds = time.perf_counter() - start
     self.mesh = parallel.make_mesh()
     self.parts.check_batches(self.mesh)
     evaluate.check_config(config, self.parts.method)
@@ -479,6 +483,8 @@ class Clock:
                earlier_wall_seconds: float = 0.0, start_time: float = None):
     self.images_per_step = images_per_step
     self.train_seconds = train_seconds
+    self.earlier_train_seconds = train_seconds  # restored from a checkpoint: earlier sittings'
+    self.sitting_start = time.time()
     self.earlier_wall_seconds = earlier_wall_seconds
     self.start_time = start_time or time.time()
     self.compile_seconds = 0.0
@@ -620,13 +626,16 @@ def _restore_or_init(config, setup, tx, ckpt, start_time) -> Tuple[TrainState, C
   clock = Clock(setup.method.images_per_step, start_time=start_time)
   if ckpt.latest_step() is not None:
     try:
-      state, extra = ckpt.restore(state)
+      state, extra = ckpt.restore(state, fill_missing=("method_state",))
+      if extra["filled"] and jax.tree.leaves(state.method_state):
+        logging.warning("the checkpoint predates method state: the method's state "
+                        "(%s) starts fresh at step %d", config.method, extra["step"])
     except (ValueError, KeyError, TypeError) as e:
       raise WorkdirError(f"the checkpoints in {ckpt.directory} do not fit this config's "
                          f"model and optimizer ({str(e).splitlines()[0][:200]}); use another "
                          "--workdir") from None
     state = parallel.put_replicated(state, setup.mesh)
-    clock.train_seconds = float(extra.get("train_seconds", 0.0))
+    clock.train_seconds = clock.earlier_train_seconds = float(extra.get("train_seconds", 0.0))
     clock.earlier_wall_seconds = float(extra.get("wall_seconds", 0.0))
     logging.info("resumed from step %d of %s", int(state.step), ckpt.directory)
   elif config.init_from:
@@ -708,13 +717,20 @@ def _train(config, workdir, setup, is_main, start_time, log_start=None) -> Dict:
   # Every process takes part in saving (Orbax coordinates them: process 0
   # writes the metadata, one copy of each replicated array is written).
   ckpt = checkpoint.Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
-  state, clock = _restore_or_init(config, setup, tx, ckpt, start_time)
+  phases = phases_lib.Phases()
+  phases.add("data load", setup.seconds)
+  with phases.timed("init or restore"):
+    state, clock = _restore_or_init(config, setup, tx, ckpt, start_time)
   if is_main:  # the logs of steps the checkpoint does not hold are computed again
     workdir_lib.cut_back(workdir, int(state.step), log_start,
                          final=int(state.step) >= config.num_steps)
   t = time.time()
   host_data = _prepare_data(setup)
   prepare_seconds = time.time() - t
+  inner = setup.method.record().get("prepare_phases", {})
+  for name, seconds in inner.items():  # the method's own stages (the graph's)
+    phases.add(f"prepare: {name}", seconds)
+  phases.add("prepare: other" if inner else "prepare", prepare_seconds - sum(inner.values()))
   class_shares = ClassShares(config, setup, host_data)
   class_shares.pseudo_labels()
   fed = config.data.get("pipeline", "device") == "tfdata"
@@ -729,6 +745,7 @@ def _train(config, workdir, setup, is_main, start_time, log_start=None) -> Dict:
   t = time.time()
   evaluators = _build_evaluators(config, setup, data, eval_sets)
   prepare_seconds += time.time() - t
+  phases.add("evaluator set-up (vote)", time.time() - t)
   train_step = make_train_step(setup.model, setup.method, tx, schedule, config, setup.mesh,
                                fed=fed)
   writer = MetricWriter(workdir, enabled=is_main)
@@ -750,11 +767,12 @@ def _train(config, workdir, setup, is_main, start_time, log_start=None) -> Dict:
       if step % config.log_every == 0 or step % config.checkpoint_every == 0 or last:
         metric_log.flush(step)
       if not last and evaluate.due(evaluators, step, final=False):
-        with clock.paused():
+        with clock.paused(), phases.timed("evaluations"):
           evaluations(state, step)
       if step % config.checkpoint_every == 0 or last:
-        ckpt.save(step, state, train_seconds=np.float64(clock.train_seconds),
-                  wall_seconds=np.float64(clock.wall_seconds()))
+        with clock.paused(), phases.timed("checkpoint writes"):
+          ckpt.save(step, state, train_seconds=np.float64(clock.train_seconds),
+                    wall_seconds=np.float64(clock.wall_seconds()))
   except Exception as e:  # pylint: disable=broad-except
     disk = e if isinstance(e, DiskError) else errors.disk_error(
         e, f"writing the run's logs in {str(workdir)!r}")
@@ -767,20 +785,24 @@ def _train(config, workdir, setup, is_main, start_time, log_start=None) -> Dict:
   finally:
     # Waits for a save in flight, also when training stops on an error, so
     # that no checkpoint is left half-written by this process.
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(Exception), phases.timed("checkpoint writes"):
       ckpt.wait()
       ckpt.close()
 
   return _finish(config, workdir, setup, is_main, state, clock, prepare_seconds, host_data,
-                 evaluations, writer, class_shares)
+                 evaluations, writer, class_shares, phases)
 
 
 def _finish(config, workdir, setup, is_main, state, clock, prepare_seconds, host_data,
-            evaluations, writer, class_shares) -> Dict:
+            evaluations, writer, class_shares, phases) -> Dict:
   """The final evaluation, results.json and the plots of a trained stage."""
   step = int(state.step)
-  final = evaluations(state, step, final=True)
-  class_shares.predictions(state)
+  with phases.timed("evaluations"):
+    final = evaluations(state, step, final=True)
+    class_shares.predictions(state)
+  # The steps: training time less the first call, which compiled (this sitting's).
+  phases.add("compile", clock.compile_seconds)
+  phases.add("steps", clock.train_seconds - clock.earlier_train_seconds)
   results = _results(config, setup, final, evaluations.report, evaluators=evaluations.evaluators,
                      timing={
       "steps": step, "train_seconds": clock.train_seconds,
@@ -796,6 +818,8 @@ def _finish(config, workdir, setup, is_main, state, clock, prepare_seconds, host
         host_data.pseudo_labels[kept], minlength=setup.dataset.num_classes).tolist()
   results.update(setup.method.record())
   results.update(class_shares.record)
+  # This sitting's phases (a resumed run's earlier sittings are not in them).
+  results["phase_seconds"] = phases.record(time.time() - clock.sitting_start + setup.seconds)
   try:
     if is_main:
       workdir_lib.write_json(workdir / "results.json", results)
@@ -807,6 +831,7 @@ def _finish(config, workdir, setup, is_main, state, clock, prepare_seconds, host
                "training, %.0f img/s", results["test_accuracy_ema"],
                results["test_accuracy_raw"], step, _format_seconds(clock.train_seconds),
                results["images_per_second"])
+  logging.info("phases: %s", phases_lib.Phases.format(results["phase_seconds"]))
   return results
 
 

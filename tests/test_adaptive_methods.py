@@ -48,6 +48,15 @@ def test_flexmatch_learning_effect_thresholds_and_kept_predictions():
   probs = jnp.asarray([[0.96, 0.02, 0.02], [0.5, 0.4, 0.1], [0.0, 0.01, 0.99]])
   kept = flexmatch.keep_confident(jnp.full((6,), -1), jnp.asarray([4, 1, 0]), probs, 0.95)
   np.testing.assert_array_equal(kept, [2, -1, -1, -1, 0, -1])
+  # An image drawn twice: an unconfident copy never erases a confident one,
+  # whatever their order; two confident ones keep the larger class.
+  for order in ([0, 1], [1, 0]):
+    kept = flexmatch.keep_confident(jnp.asarray([1, 1]), jnp.asarray([0, 0]),
+                                    jnp.asarray(np.asarray(probs)[order][:, :]), 0.95)
+    np.testing.assert_array_equal(kept, [0, 1])
+  kept = flexmatch.keep_confident(jnp.asarray([1]), jnp.asarray([0, 0]),
+                                  jnp.asarray([[0.96, 0.02, 0.02], [0.0, 0.01, 0.99]]), 0.95)
+  np.testing.assert_array_equal(kept, [2])
 
 
 def test_freematch_averages_thresholds_and_fairness():
@@ -96,12 +105,13 @@ def _stateful(toy_config, method):
                              weak_pass="joint")
   toy_config.flexmatch = dict(warmup=True, mapping="convex")
   toy_config.freematch = dict(momentum=0.9, fairness=0.001)
+  toy_config.softmatch = dict(momentum=0.9, n_sigma=2.0)
   toy_config.augment.weak = toy_config.augment.strong = "affine(rotate=5, shift=0.05)"
   return toy_config
 
 
-@pytest.mark.parametrize("method,pipeline", [("freematch", "device"), ("flexmatch", "device"),
-                                             ("flexmatch", "tfdata")])
+@pytest.mark.parametrize("method,pipeline", [("freematch", "device"), ("softmatch", "device"),
+                                             ("flexmatch", "device"), ("flexmatch", "tfdata")])
 def test_a_method_state_is_carried_checkpointed_and_resumed(method, pipeline, toy_config,
                                                            tmp_path):
   """The state changes over the steps, is saved with the weights, and a run
@@ -113,6 +123,8 @@ def test_a_method_state_is_carried_checkpointed_and_resumed(method, pipeline, to
   saved = checkpoint.Checkpointer(tmp_path / "full" / "checkpoints").restore_raw()["method_state"]
   if method == "freematch":
     assert float(saved["stats"]["tau"]) != pytest.approx(0.1)  # moved from 1/C
+  elif method == "softmatch":
+    assert bool(saved["seen"]) and float(saved["var"]) < 1.0
   else:
     # tau = 0: every drawn image's prediction is kept, at most 6 steps x 32 rows.
     written = int(np.sum(np.asarray(saved["selected"]) >= 0))
@@ -120,22 +132,37 @@ def test_a_method_state_is_carried_checkpointed_and_resumed(method, pipeline, to
   assert "threshold/c0" not in (tmp_path / "full" / "log.txt").read_text()  # TensorBoard only
 
 
-def test_a_checkpoint_without_method_state_restores(toy_config, tmp_path):
-  """Checkpoints from before method state (no such key) still resume."""
+@pytest.mark.parametrize("align", [False, True])
+def test_a_checkpoint_and_config_from_before_method_state_resume(align, toy_config, tmp_path):
+  """Checkpoints from before method state (no such key) restore, the state
+  fresh (FixMatch's alignment queue of one batch: as those runs computed
+  it); their config.json, without align_batches, is the same config."""
   import flax
+  from configs import fixmatch as fixmatch_config
   from mnist_ten import checkpoint, optim, train
+  from mnist_ten import config as config_lib
+  toy_config = _stateful(toy_config, "fixmatch")
+  toy_config.fixmatch.align = align
   setup = train.Setup(toy_config)
   tx, _ = optim.make(toy_config.optim, toy_config.num_steps)
-  state = train.init_state(setup.model, tx, toy_config, setup.dataset.image_shape, setup.mesh)
+  state = train.init_state(setup.model, tx, toy_config, setup.dataset.image_shape, setup.mesh,
+                           setup.method.init_state(int(setup.split.unlabeled.size)))
+  assert bool(jax.tree.leaves(state.method_state)) == align
   old = flax.serialization.to_state_dict(state)
   del old["method_state"]
   ckpt = checkpoint.Checkpointer(tmp_path)
   ckpt.save(3, old)
   ckpt.wait()
-  restored, extra = ckpt.restore(state)
-  assert extra["step"] == 3 and restored.method_state is None
+  restored, extra = ckpt.restore(state, fill_missing=("method_state",))
+  assert extra["step"] == 3 and extra["filled"] == ["method_state"]
   for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
     np.testing.assert_array_equal(a, b)
+  with pytest.raises(ValueError, match="method_state"):  # only the named fields may be missing
+    ckpt.restore(state)
+  saved = json.loads(config_lib.to_json(fixmatch_config.get_config("align")))
+  del saved["fixmatch"]["align_batches"], saved["fixmatch"]["weak_pass"]
+  current = fixmatch_config.get_config("align").to_dict()
+  assert config_lib.differences(config_lib.from_saved(saved).to_dict(), current) == []
 
 
 @pytest.mark.parametrize("name", ["flexmatch", "freematch", "softmatch"])

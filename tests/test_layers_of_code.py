@@ -6,7 +6,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "mnist_ten"
 
 # Lowest first: a module may import only modules of its own or a lower layer.
 LAYERS = [
-    {"errors", "registry"},
+    {"errors", "registry", "phases"},
     {"config", "models", "layers", "losses", "optim", "parallel", "datasets", "splits",
      "augment", "neighbors", "checkpoint", "metric_writer", "workdir",
      "shares", "folders"},

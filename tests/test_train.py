@@ -66,6 +66,24 @@ def test_resume_equals_uninterrupted_run(toy_config, tmp_path):
   assert_resume_equals_uninterrupted(toy_config, tmp_path)
 
 
+def test_the_whole_run_is_broken_into_phases(toy_config, tmp_path):
+  """results.json's phase_seconds: the graph's stages under prepare, compile,
+  steps, evaluations and checkpoint writes, summing to about the wall time."""
+  toy_config.method = "propagate"
+  toy_config.propagate = dict(mu=1, lambda_u=1.0, k=5, iterations=50, keep=1.0,
+                              features="pixels(dim=8)", vote=0, refine=2.0, reseed=0.5,
+                              size_bounds=())
+  toy_config.augment.strong = toy_config.augment.labeled
+  results = train.train_and_evaluate(toy_config, tmp_path)
+  phases = results["phase_seconds"]
+  assert {"data load", "init or restore", "prepare: features", "prepare: kNN graph",
+          "prepare: Poisson learning", "prepare: refinement", "compile", "steps",
+          "evaluations", "checkpoint writes"} <= set(phases)
+  assert all(v >= 0 for v in phases.values())
+  assert sum(phases.values()) == pytest.approx(results["wall_seconds"], rel=0.25, abs=2.0)
+  assert "phases: data load" in (tmp_path / "log.txt").read_text()
+
+
 def test_unlabeled_labels_cannot_influence_training(toy_config, tmp_path, toy_idx_dir):
   """Scrambling the labels of every unlabeled image changes nothing."""
   from tests.conftest import write_idx

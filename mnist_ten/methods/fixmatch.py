@@ -67,7 +67,7 @@ class FixMatch(Method):
     cfg = self.config.fixmatch
     if not cfg.get("align", False):
       return None
-    return losses.marginal_queue(self.ctx.num_classes, cfg.get("align_batches", 128))
+    return losses.marginal_queue(self.ctx.num_classes, cfg.get("align_batches", 1))
 
   def logits(self, params, forward, labeled, unlabeled, rng):
     """(labeled, weak, strong) logits and the new batch statistics, by

@@ -11,8 +11,10 @@ term, minimised with weight w_f = `freematch.fairness`, is
     sum_c t_c log pbar_c,  t = normalise(p~ / h),  pbar = normalise(pbar' / h_s),
 pbar' and h_s the strong view's mean prediction and hard-label histogram over
 the confident images (the scalers 1/h and 1/h_s without gradient): minus the
-cross-entropy from t to pbar (the paper's -H), which keeps the confident
-predictions diverse. w_f = 0.001 as in USB's classic-CV configs (its
+cross-entropy from t to pbar (the paper's -H): minimising it pushes the
+strong view's normalised mean prediction away from t, an entropy
+maximisation that keeps the confident predictions diverse (USB's maintainers
+confirm the sign, microsoft/Semi-supervised-learning#182). w_f = 0.001 as in USB's classic-CV configs (its
 argparse default is 0.01).
 
 As USB (semilearn/algorithms/freematch/): the averages are updated with this
@@ -23,6 +25,10 @@ when no image passes. Where ours differs, and why:
   the objective is USB's.
 - USB's `use_quantile` and `clip_thresh` options (off in its configs) are
   not built.
+- The momentum 0.999 is the paper's and USB's, for runs of 2^20 steps; a
+  run here is 2,000 (0.999^2000 = 0.14), so the averages still carry about
+  a seventh of their initial 1/C at the end, and the thresholds spend much
+  of the run low. `freematch.momentum` sets it.
 - Alignment (`fixmatch.align`) is FixMatch's option and off, as in the paper.
 """
 import jax

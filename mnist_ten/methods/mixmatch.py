@@ -41,7 +41,7 @@ class MixMatch(Method):
     cfg = self.config.mixmatch
     if not cfg.get("align", False):
       return None
-    return losses.marginal_queue(self.ctx.num_classes, cfg.get("align_batches", 128))
+    return losses.marginal_queue(self.ctx.num_classes, cfg.get("align_batches", 1))
 
   def loss(self, params, *, forward, labeled, unlabeled, rng, step, state):
     cfg = self.config.mixmatch

@@ -174,6 +174,7 @@ class Propagate(Method):
       mask = mask * (predicted == labels)
       lap("agreement")
     logging.info("propagate: %s", ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
+    self._record["prepare_phases"] = {k: round(v, 3) for k, v in seconds.items()}
     return data.replace(pseudo_labels=np.asarray(labels, np.int32),
                         pseudo_weights=np.asarray(mask, np.float32))
 
