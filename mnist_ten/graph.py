@@ -359,7 +359,8 @@ def _lowest_conductance_split(sub, eigenvectors: int, min_size: int, max_size: i
 def reseed_vanished(neighbors: np.ndarray, weights: np.ndarray, scores: np.ndarray,
                     labels: np.ndarray, labeled: np.ndarray, expected: np.ndarray, *,
                     low: float = 0.5, high: float = 1.5, eigenvectors: int = 4,
-                    min_fraction: float = 0.2, max_fraction: float = 0.8):
+                    min_fraction: float = 0.2, max_fraction: float = 0.8,
+                    ratio: float = 2.0):
   """Gives a class that vanished the cluster it lost.
 
   When one labeled example is atypical (a thin 4 that sits among the 9s),
@@ -371,13 +372,18 @@ def reseed_vanished(neighbors: np.ndarray, weights: np.ndarray, scores: np.ndarr
   cut of their sub-graph (`eigenvectors` non-trivial eigenvectors, each side
   between `min_fraction` and `max_fraction` of them), and the side without
   b's labeled nodes becomes a, if its mean score for a is the higher one
-  (otherwise the split is not a's cluster and nothing moves). Labeled nodes
-  keep their labels. Reads no hidden label: only the graph, the scores, the
-  labeled nodes and the shares they imply.
+  (otherwise the split is not a's cluster and nothing moves). Then the few
+  unlabeled nodes a held before are asked whether they belong with that
+  cluster: they were a's only because they sit around its atypical labeled
+  example (the thin 4 among upright 1s), so when their edge weight to one
+  other class exceeds `ratio` times their weight to the moved side, they go
+  to that class. Labeled nodes keep their labels. Reads no hidden label:
+  only the graph, the scores, the labeled nodes and the shares they imply.
 
   `scores` [N, C]: Poisson scores of every node; `labels` [N]: the current
   labels (labeled nodes included); `labeled` [N] bool. Returns (labels int32
-  [N], [(a, b, nodes moved, conductance), ...]).
+  [N], [(a, b, nodes moved, conductance, a's former nodes reassigned, the
+  class they went to or -1), ...]).
   """
   labels = np.asarray(labels, np.int32).copy()
   labeled = np.asarray(labeled, bool)
@@ -406,8 +412,17 @@ def reseed_vanished(neighbors: np.ndarray, weights: np.ndarray, scores: np.ndarr
     if labeled[members[side]].any() or z[members[side], a].mean() <= z[members[~side], a].mean():
       continue
     nodes = members[side]
+    former = np.flatnonzero((labels == a) & ~labeled)
     labels[nodes] = a
-    moves.append((int(a), int(b), int(nodes.size), conductance))
+    to, reassigned = -1, 0
+    if former.size:
+      rows = adjacency[former]
+      others = [c for c in range(num_classes) if c != a]
+      outside = np.asarray([rows[:, np.flatnonzero(labels == c)].sum() for c in others])
+      if outside.max() > ratio * rows[:, nodes].sum():
+        to, reassigned = int(others[int(outside.argmax())]), int(former.size)
+        labels[former] = to
+    moves.append((int(a), int(b), int(nodes.size), conductance, reassigned, to))
   return labels, moves
 
 

@@ -291,7 +291,36 @@ def test_reseed_gives_a_vanished_class_the_cluster_its_neighbour_took():
     np.testing.assert_array_equal(reseeded[seeds], truth[seeds])
     if moved:
       assert (plain == truth).mean() < 0.65 and (reseeded == truth).mean() > 0.85
-      assert [(a, b) for a, b, _, _ in moves] == [(1, 2)]
+      assert [(a, b) for a, b, *_ in moves] == [(1, 2)]
+      assert moves[0][4:] == (0, -1)  # its former nodes are 1s: they stay
       assert moves[0][2] == int((reseeded != plain).sum())
     else:
       assert moves == [] and (reseeded == plain).all()
+
+
+def test_reseed_hands_a_vanished_class_s_former_images_to_the_class_they_join():
+  """Class 1's one labeled point lies inside blob 0 (an atypical example
+  that looks like a 0): Poisson learning gives class 1 a piece of blob 0 and
+  hands blob 1 to a neighbour. Re-seeding gives class 1 blob 1 back, and the
+  piece of blob 0 it held, whose edges lead to class 0 and not to blob 1,
+  goes back to class 0; the labeled point keeps its label."""
+  rng = np.random.default_rng(0)
+  centres = np.array([[0.0, 0.0], [4.0, 0.0], [8.0, 0.0]])
+  x = np.concatenate([c + rng.normal(0, 0.8, (150, 2)) for c in centres] + [[[0.3, 0.0]]])
+  truth = np.concatenate([np.repeat(np.arange(3), 150), [1]])
+  features = np.concatenate([x, np.full((451, 1), 3.0)], 1).astype(np.float32)
+  neighbors, weights = graph.weighted_knn_graph(features, 10)
+  seeds = np.array([np.argmin((x[:150] ** 2).sum(1)), 450, 300 + np.argmin(
+      ((x[300:450] - centres[2]) ** 2).sum(1))])
+  scores = graph.poisson_scores(neighbors, weights, seeds, truth[seeds], num_classes=3,
+                                iterations=500)
+  plain, _ = graph.confident_labels(scores, 1.0)
+  plain[seeds] = truth[seeds]
+  former = np.flatnonzero((plain == 1) & (truth == 0))
+  assert former.size >= 10 and np.mean(plain[150:300] == 1) < 0.3  # the piece, blob 1 lost
+  labeled = np.isin(np.arange(451), seeds)
+  reseeded, moves = graph.reseed_vanished(neighbors, weights, scores, plain, labeled,
+                                          np.full(3, 1 / 3))
+  assert len(moves) == 1 and moves[0][0] == 1 and moves[0][5] == 0
+  assert (reseeded[former] == 0).all() and reseeded[450] == 1
+  assert np.mean(reseeded[150:300] == 1) > 0.8 and (reseeded == truth).mean() > 0.9
