@@ -145,12 +145,12 @@ class Propagate(Method):
       labels = reseeded[n_lab:]
       self._record["reseeded"] = [dict(to_class=a, from_class=b, images=m,
                                        conductance=round(c, 4), former_reassigned=r,
-                                       former_to_class=t) for a, b, m, c, r, t in moves]
-      for a, b, m, c, r, t in moves:
+                                       former_to_class=to) for a, b, m, c, r, to in moves]
+      for a, b, m, c, r, to in moves:
         logging.warning("propagate: class %d had vanished (below %.2fx its share); %d images "
                         "of class %d's pseudo-labels, one side of its weakest cut (conductance "
                         "%.3f), now seed it%s", a, self.reseed, m, b, c,
-                        f"; the {r} images it held before went to class {t}" if r else "")
+                        f"; the {r} images it held before went to class {to}" if r else "")
       lap("re-seeding")
     if self.refine:
       # The labeled nodes keep their labels; a moved group keeps the mask
