@@ -102,6 +102,9 @@ def base() -> ml_collections.ConfigDict:
   c.plots = True  # a finished run draws its figures into WORKDIR/plots and TensorBoard
   # A finished run's workdir is reported from its results.json; True evaluates it again.
   c.reevaluate = False
+  # JAX's persistent compilation cache: a second run of a config skips
+  # compiling. "": under the array cache dir ($MNIST_TEN_CACHE/jax); "off": none.
+  c.compilation_cache = ""
 
   c.knn = ml_collections.ConfigDict(dict(k=1))
   return c
@@ -191,7 +194,7 @@ EVAL_KEYS = ("evals", "eval_report", "eval_median_of", "plots")
 
 
 # Keys added later with defaults that compute what runs before them computed.
-ADDED_KEYS = ("reevaluate", "num_epochs", "share_warn")
+ADDED_KEYS = ("reevaluate", "num_epochs", "share_warn", "compilation_cache")
 ADDED_DATA_KEYS = ("num_unlabeled", "standardize", "synthetic", "bags", "class_prior",
                    "labeled_file", "labeled_count", "dir", "image_size", "color",
                    "test_fraction", "test_seed", "pipeline")

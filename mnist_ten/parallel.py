@@ -11,8 +11,10 @@ Several processes (one per host, or several on one host for testing) join
 with `initialize` before anything else touches JAX; then every process runs
 the same program on its own devices, and only process 0 writes files.
 """
+import pathlib
 from typing import Optional
 
+from absl import logging
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
@@ -37,6 +39,26 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(coordinator_address=coordinator_address,
                              num_processes=num_processes, process_id=process_id)
+
+
+def use_compilation_cache(setting: str, default_dir):
+  """JAX's persistent compilation cache in `setting` (a folder; "" for
+  `default_dir`; "off" for none): compiled steps are kept across processes,
+  so the second run of a config skips compiling. A folder that cannot be
+  made costs a warning, not the run."""
+  if setting == "off":
+    return
+  path = pathlib.Path(setting or default_dir).expanduser()
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    logging.warning("compilation cache %s unavailable (%s): compiling every run", path, e)
+    return
+  jax.config.update("jax_compilation_cache_dir", str(path))
+  # Every program, not only those that took over a second to compile (JAX's
+  # default): the evaluation and graph programs add up too.
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def is_main() -> bool:

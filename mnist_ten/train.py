@@ -47,7 +47,8 @@ from mnist_ten.metric_writer import MetricWriter
 # is read from and how often to log do not change what is computed.
 RESUME_MAY_CHANGE = ("data.data_dir", "data.idx_dir", "data.cache_dir",
                      "data.download", "log_every", "eval_every", "keep_checkpoints",
-                     "eval_with", "reevaluate", "share_warn", *config_lib.EVAL_KEYS)
+                     "eval_with", "reevaluate", "share_warn", "compilation_cache",
+                     *config_lib.EVAL_KEYS)
 
 
 _PER_CLASS = re.compile(r"/c\d+$")
@@ -389,6 +390,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> Dict:
   """
   start_time = time.time()
   _provenance()
+  parallel.use_compilation_cache(config.get("compilation_cache", ""),
+                                 datasets.default_cache_dir() / "jax")
   chain = stages(config, workdir)
   # Every stage is checked before any trains; they share config.data
   # (pretrain_config forces it), so one load serves them all.

@@ -52,6 +52,10 @@ def toy_idx_dir(tmp_path_factory):
 @pytest.fixture
 def toy_config(toy_idx_dir):
   """A config that trains an MLP for a few steps on the toy data."""
+  return toy_config_for(toy_idx_dir)
+
+
+def toy_config_for(toy_idx_dir):
   from mnist_ten import config as config_lib
   c = config_lib.base()
   c.name = "toy"

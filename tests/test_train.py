@@ -1,4 +1,5 @@
 import json
+import pathlib
 import shutil
 
 import jax
@@ -328,3 +329,34 @@ def test_a_failing_figure_costs_a_warning_not_the_run(toy_config, tmp_path, monk
   assert json.loads((tmp_path / "results.json").read_text()) == json.loads(
       json.dumps(results))
   assert "plots failed (ValueError: a bug in a plot)" in (tmp_path / "log.txt").read_text()
+
+
+@pytest.mark.parametrize("setting", ["", "off"])
+def test_the_compilation_cache_is_on_by_default_and_off_by_flag(setting, toy_idx_dir, tmp_path):
+  """Two runs of one config in two processes: the first fills
+  $MNIST_TEN_CACHE/jax, the second reads it and compiles its step faster;
+  compilation_cache="off" writes no cache."""
+  import os
+  import subprocess
+  import sys
+  root = pathlib.Path(__file__).resolve().parents[1]
+  script = f"""
+import json, sys
+from tests.conftest import toy_config_for
+from mnist_ten import train
+c = toy_config_for({str(toy_idx_dir)!r})
+c.compilation_cache = {setting!r}
+print(json.dumps(train.train_and_evaluate(c, sys.argv[1])["compile_seconds"]))
+"""
+  env = {**os.environ, "PYTHONPATH": str(root), "MNIST_TEN_CACHE": str(tmp_path / "cache")}
+  seconds = []
+  for run in ("a", "b"):
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / run)], cwd=root,
+                         capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    seconds.append(float(out.stdout.strip().splitlines()[-1]))
+  entries = list((tmp_path / "cache" / "jax").glob("*")) if setting != "off" else []
+  if setting == "off":
+    assert not (tmp_path / "cache" / "jax").exists()
+  else:
+    assert entries and seconds[1] < seconds[0]
