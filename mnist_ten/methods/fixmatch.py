@@ -27,7 +27,9 @@ alignment, as in `mixmatch`): each probability vector is multiplied by
 p(y) / p~(y) and renormalised, p~(y) the model's mean prediction over the
 last `fixmatch.align_batches` unlabeled batches (ReMixMatch: 128, kept in
 the method's state; 1: this batch alone). Off by default: FixMatch as
-published.
+published. Where it differs from ReMixMatch: p(y) is the class frequency of
+this step's labeled batch (drawn with replacement from the labeled set),
+not of the labeled set itself.
 
 FlexMatch, FreeMatch and SoftMatch subclass this class: the same views and
 forward passes (`logits`), another rule for which pseudo-labels count
