@@ -26,10 +26,6 @@ from mnist_ten import datasets  # pylint: disable=g-import-not-at-top
 from mnist_ten import errors  # pylint: disable=g-import-not-at-top
 from mnist_ten import folders  # pylint: disable=g-import-not-at-top
 
-_NAME = flags.DEFINE_string("name", "mnist", "The dataset to export (data.name).")
-_OUT = flags.DEFINE_string("out", None, "The folder to write (must be empty or absent).")
-_UNLABELED = flags.DEFINE_float("unlabeled_share", 0.0,
-                                "Share of train rows written without a label (drawn by seed 0).")
 
 
 def export(data, out: pathlib.Path, unlabeled_share: float = 0.0) -> dict:
@@ -66,14 +62,21 @@ def export(data, out: pathlib.Path, unlabeled_share: float = 0.0) -> dict:
 @errors.guard
 def main(argv):
   del argv
-  if not _OUT.value:
+  name, out = flags.FLAGS.name, flags.FLAGS.out
+  if not out:
     raise errors.ConfigError("give --out=FOLDER")
   data = config_lib.base().data
-  data.name = _NAME.value
-  counts = export(data, pathlib.Path(_OUT.value), _UNLABELED.value)
+  data.name = name
+  counts = export(data, pathlib.Path(out), flags.FLAGS.unlabeled_share)
   print(f"wrote {counts['train']} train images ({counts['unlabeled']} unlabeled) and "
-        f"{counts['test']} test images of {_NAME.value} to {_OUT.value}")
+        f"{counts['test']} test images of {name} to {out}")
 
 
 if __name__ == "__main__":
+  # Defined here, not at import: the tests import export(), and other
+  # experiment modules define --out too.
+  flags.DEFINE_string("name", "mnist", "The dataset to export (data.name).")
+  flags.DEFINE_string("out", None, "The folder to write (must be empty or absent).")
+  flags.DEFINE_float("unlabeled_share", 0.0,
+                     "Share of train rows written without a label (drawn by seed 0).")
   app.run(main)
