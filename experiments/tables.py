@@ -133,6 +133,10 @@ ROWS: Dict[str, Row] = {r.label if i is None else i: r for i, r in [
     ("default", Row("default", "default", "0-4", "3807c99",
                     f"{RUN} --config=configs/default.py --seeds=0-4 "
                     "--out=experiments/results/default")),
+    ("default_reseed", Row(
+        "default (re-seeding on)", "default_reseed", "0-2", "a60176b",
+        f"{RUN} --config=configs/default.py --seeds=0-2 --out=experiments/results/default_reseed",
+        note="the shipped config since re-seeding (issue 21); it never triggers on these draws")),
     ("default_im2col", Row(
         "default (im2col gradient)", "archive/default_im2col_grad", "0-4", "86e1227",
         f"{RUN} --config=configs/default.py --config.model.kernel_grad=auto --seeds=0-4 "
