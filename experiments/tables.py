@@ -137,6 +137,23 @@ ROWS: Dict[str, Row] = {r.label if i is None else i: r for i, r in [
         "default (re-seeding on)", "default_reseed", "0-2", "a60176b",
         f"{RUN} --config=configs/default.py --seeds=0-2 --out=experiments/results/default_reseed",
         note="the shipped config since re-seeding (issue 21); it never triggers on these draws")),
+    # Issue 22: the two input pipelines (a short schedule), and a folder of
+    # PNGs (experiments/export_folder.py) against the same images from TFDS.
+    ("fixmatch_120_device", Row(
+        "fixmatch (device pipeline)", "fixmatch_120_device", "0-2", "01c76b7",
+        f"{RUN} --config=configs/fixmatch.py --config.num_steps=120 --seeds=0-2 "
+        "--out=experiments/results/fixmatch_120_device", note="a short schedule")),
+    ("fixmatch_120_tfdata", Row(
+        "fixmatch (tf.data pipeline)", "fixmatch_120_tfdata", "0-2", "01c76b7",
+        f"{RUN} --config=configs/fixmatch.py --config.num_steps=120 "
+        "--config.data.pipeline=tfdata --seeds=0-2 --out=experiments/results/fixmatch_120_tfdata",
+        note="a short schedule")),
+    ("supervised_folder", Row(
+        "supervised (MNIST as a folder)", "supervised_folder", "0-2", "01c76b7",
+        f"{RUN} --config=configs/supervised.py --config.data.name=folder "
+        "--config.data.dir=/tmp/mnist_folder --seeds=0-2 --out=experiments/results/supervised_folder",
+        dataset="folder:mnist",
+        note="after python experiments/export_folder.py --name=mnist --out=/tmp/mnist_folder")),
     ("default_im2col", Row(
         "default (im2col gradient)", "archive/default_im2col_grad", "0-4", "86e1227",
         f"{RUN} --config=configs/default.py --config.model.kernel_grad=auto --seeds=0-4 "
