@@ -154,6 +154,16 @@ ROWS: Dict[str, Row] = {r.label if i is None else i: r for i, r in [
         "--config.data.dir=/tmp/mnist_folder --seeds=0-2 --out=experiments/results/supervised_folder",
         dataset="folder:mnist",
         note="after python experiments/export_folder.py --name=mnist --out=/tmp/mnist_folder")),
+    ("supervised_tfds_same_code", Row(
+        "supervised (the same draws from TFDS)", "supervised_tfds_same_code", "0-2", "01c76b7",
+        f"{RUN} --config=configs/supervised.py --seeds=0-2 "
+        "--out=experiments/results/supervised_tfds_same_code",
+        note="the code of the folder rows, for comparison")),
+    ("default_folder", Row(
+        "default (MNIST as a folder)", "default_folder", "0", "01c76b7",
+        f"{RUN} --config=configs/default.py --config.data.name=folder "
+        "--config.data.dir=/tmp/mnist_folder --seeds=0 --out=experiments/results/default_folder",
+        dataset="folder:mnist", note="the TFDS run of draw 0: default_reseed")),
     ("default_im2col", Row(
         "default (im2col gradient)", "archive/default_im2col_grad", "0-4", "86e1227",
         f"{RUN} --config=configs/default.py --config.model.kernel_grad=auto --seeds=0-4 "
