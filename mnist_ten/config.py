@@ -102,9 +102,7 @@ def base() -> ml_collections.ConfigDict:
   c.plots = True  # a finished run draws its figures into WORKDIR/plots and TensorBoard
   # A finished run's workdir is reported from its results.json; True evaluates it again.
   c.reevaluate = False
-  # JAX's persistent compilation cache: a second run of a config skips
-  # compiling. "": under the array cache dir ($MNIST_TEN_CACHE/jax); "off": none.
-  c.compilation_cache = ""
+  c.compilation_cache = ""  # JAX's compiled programs: "" $MNIST_TEN_CACHE/jax, a folder, or "off"
 
   c.knn = ml_collections.ConfigDict(dict(k=1))
   return c

@@ -101,6 +101,16 @@ class FixMatch(Method):
                                weak_stats, batch_stats)
     return logits[:n_lab], logits_weak, logits[n_lab:], batch_stats
 
+  def weak_probs(self, logits_weak, labeled, align):
+    """The weak view's probabilities without gradient, aligned to the labeled
+    classes when `fixmatch.align` is on: (probs, the alignment queue after)."""
+    probs = jax.nn.softmax(jax.lax.stop_gradient(logits_weak))
+    if self.config.fixmatch.get("align", False):
+      align, predicted = losses.update_marginal(align, probs)
+      probs = losses.distribution_alignment(
+          probs, losses.class_distribution(labeled.labels, self.ctx.num_classes), predicted)
+    return probs, align
+
   def unlabeled_term(self, logits_weak, logits_strong, *, labeled, unlabeled, state, step):
     """The unlabeled loss (weighted by lambda_u, ramped up, in `loss`) and
     which pseudo-labels it used: (loss, pseudo-labels, mask, {metric: value},

@@ -28,7 +28,6 @@ Where ours differs, and why:
   every image's kept prediction is one class.
 - Alignment (`fixmatch.align`) is FixMatch's option and off, as in the paper.
 """
-import jax
 import jax.numpy as jnp
 
 from mnist_ten import losses
@@ -84,12 +83,7 @@ class FlexMatch(FixMatch):
   def unlabeled_term(self, logits_weak, logits_strong, *, labeled, unlabeled, state, step):
     del step
     cfg, flex = self.config.fixmatch, self.config.flexmatch
-    probs = jax.nn.softmax(jax.lax.stop_gradient(logits_weak))
-    align = state["align"]
-    if cfg.get("align", False):
-      align, predicted = losses.update_marginal(align, probs)
-      probs = losses.distribution_alignment(
-          probs, losses.class_distribution(labeled.labels, self.ctx.num_classes), predicted)
+    probs, align = self.weak_probs(logits_weak, labeled, state["align"])
     beta = learning_effect(state["selected"], self.ctx.num_classes, flex.warmup)
     thresholds = class_thresholds(beta, cfg.threshold, flex.mapping)
     pseudo = probs.argmax(-1)

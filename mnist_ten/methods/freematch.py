@@ -89,13 +89,8 @@ class FreeMatch(FixMatch):
 
   def unlabeled_term(self, logits_weak, logits_strong, *, labeled, unlabeled, state, step):
     del unlabeled, step
-    cfg, free = self.config.fixmatch, self.config.freematch
-    probs = jax.nn.softmax(jax.lax.stop_gradient(logits_weak))
-    align = state["align"]
-    if cfg.get("align", False):
-      align, predicted = losses.update_marginal(align, probs)
-      probs = losses.distribution_alignment(
-          probs, losses.class_distribution(labeled.labels, self.ctx.num_classes), predicted)
+    free = self.config.freematch
+    probs, align = self.weak_probs(logits_weak, labeled, state["align"])
     stats = update(state["stats"], probs, free.momentum)
     thresholds = class_thresholds(stats)
     pseudo = probs.argmax(-1)

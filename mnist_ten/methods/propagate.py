@@ -139,18 +139,7 @@ class Propagate(Method):
       logging.info("propagate: the size bounds moved %d pseudo-labels",
                    self._record["size_bounds_moved"])
     if self.reseed:
-      reseeded, moves = graph.reseed_vanished(
-          neighbors, weights, scores, np.concatenate([np.asarray(data.labeled_labels), labels]),
-          np.arange(len(images)) < n_lab, self._expected_shares(data), low=self.reseed)
-      labels = reseeded[n_lab:]
-      self._record["reseeded"] = [dict(to_class=a, from_class=b, images=m,
-                                       conductance=round(c, 4), former_reassigned=r,
-                                       former_to_class=to) for a, b, m, c, r, to in moves]
-      for a, b, m, c, r, to in moves:
-        logging.warning("propagate: class %d had vanished (below %.2fx its share); %d images "
-                        "of class %d's pseudo-labels, one side of its weakest cut (conductance "
-                        "%.3f), now seed it%s", a, self.reseed, m, b, c,
-                        f"; the {r} images it held before went to class {to}" if r else "")
+      labels = self._reseed(data, neighbors, weights, scores, labels)
       lap("re-seeding")
     if self.refine:
       # The labeled nodes keep their labels; a moved group keeps the mask
@@ -179,6 +168,22 @@ class Propagate(Method):
     self._record["prepare_phases"] = {k: round(v, 3) for k, v in seconds.items()}
     return data.replace(pseudo_labels=np.asarray(labels, np.int32),
                         pseudo_weights=np.asarray(mask, np.float32))
+
+  def _reseed(self, data, neighbors, weights, scores, labels):
+    """`graph.reseed_vanished` on the unlabeled images' labels, recorded and logged."""
+    n_lab = np.asarray(data.labeled_labels).shape[0]
+    reseeded, moves = graph.reseed_vanished(
+        neighbors, weights, scores, np.concatenate([np.asarray(data.labeled_labels), labels]),
+        np.arange(scores.shape[0]) < n_lab, self._expected_shares(data), low=self.reseed)
+    self._record["reseeded"] = [dict(to_class=a, from_class=b, images=m,
+                                     conductance=round(c, 4), former_reassigned=r,
+                                     former_to_class=to) for a, b, m, c, r, to in moves]
+    for a, b, m, c, r, to in moves:
+      logging.warning("propagate: class %d had vanished (below %.2fx its share); %d images "
+                      "of class %d's pseudo-labels, one side of its weakest cut (conductance "
+                      "%.3f), now seed it%s", a, self.reseed, m, b, c,
+                      f"; the {r} images it held before went to class {to}" if r else "")
+    return reseeded[n_lab:]
 
   def _size_bounds(self, data, num_unlabeled: int):
     """(low, high) rows per class from `propagate.size_bounds` times the
