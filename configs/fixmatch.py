@@ -42,3 +42,20 @@ def get_config(arg=None):
     config_lib.shorten(c, num_steps=40, batch_size=16)
     c.fixmatch.mu = 2
   return c
+
+
+def successor(method: str, arg, options: dict):
+  """configs/fixmatch.py's run with method `method` (FlexMatch, FreeMatch,
+  SoftMatch: the same batches, augmentations, optimizer and steps), its
+  options in config[method]. Presets: quick, model=NAME."""
+  flags, presets = config_lib.parse_arg(arg)
+  config_lib.check_preset(method, flags, presets, ("quick",), ("model",))
+  c = get_config(arg)
+  c.name = method + (f":{arg}" if arg else "")
+  c.method = method
+  c[method] = options
+  if "quick" in flags:
+    # Their thresholds start low, or their weights at 1 (every pseudo-label
+    # counts at first): from scratch, 40 steps at full weight end in one class.
+    c.fixmatch.rampup_steps = c.num_steps
+  return c
