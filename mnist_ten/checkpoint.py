@@ -95,6 +95,8 @@ class Checkpointer:
   def __init__(self, directory, *, keep: int = 2, read_only: bool = False):
     self.directory = pathlib.Path(directory)
     self._read_only = read_only
+    if not read_only:
+      self._remove_tmp("*")
     quiet = _DropMessage("Given directory is read only")  # a reader means it
     logging.get_absl_logger().addFilter(quiet)
     try:
@@ -112,7 +114,9 @@ class Checkpointer:
             # A reader's options as Orbax sets them itself (it warns otherwise).
             max_to_keep=None if read_only else keep,
             save_interval_steps=0 if read_only else 1, create=not read_only,
-            read_only=read_only, cleanup_tmp_directories=not read_only,
+            # Half-written folders are removed by __init__, synchronously: Orbax's
+            # own clean-up runs in a thread that races any other writer's.
+            read_only=read_only, cleanup_tmp_directories=False,
             enable_async_checkpointing=False))
 
   def latest_step(self) -> Optional[int]:
@@ -135,8 +139,8 @@ class Checkpointer:
         raise
       raise disk from None
 
-  def _remove_tmp(self, step: int):
-    if jax.process_index() == 0:
+  def _remove_tmp(self, step):
+    if jax.process_index() == 0 and self.directory.is_dir():
       for tmp in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -97,8 +97,9 @@ def assert_resume_equals_uninterrupted(config, tmp_path):
   shutil.rmtree(tmp_path / "cut" / "checkpoints" / "6")
   (tmp_path / "cut" / "results.json").unlink()
   (tmp_path / "cut" / "checkpoints" / "6.orbax-checkpoint-tmp-1234").mkdir()
-  assert checkpoint.Checkpointer(tmp_path / "cut" / "checkpoints").latest_step() == 3
+  assert checkpoint.Checkpointer(tmp_path / "cut" / "checkpoints", read_only=True).latest_step() == 3
   resumed = train.train_and_evaluate(config, tmp_path / "cut")
+  assert not list((tmp_path / "cut" / "checkpoints").glob("*.orbax-checkpoint-tmp*"))
   assert resumed["test_accuracy_ema"] == full["test_accuracy_ema"]
   a = checkpoint.Checkpointer(tmp_path / "full" / "checkpoints").restore_raw()
   b = checkpoint.Checkpointer(tmp_path / "cut" / "checkpoints").restore_raw()
