@@ -18,7 +18,7 @@ import shutil
 import sys
 import threading
 import time
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple, Union
 
 from absl import logging
 import flax.serialization
@@ -139,7 +139,8 @@ class Checkpointer:
         raise
       raise disk from None
 
-  def _remove_tmp(self, step):
+  def _remove_tmp(self, step: Union[int, str]):
+    """Removes the half-written folders of `step` ("*": of every step)."""
     if jax.process_index() == 0 and self.directory.is_dir():
       for tmp in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
         shutil.rmtree(tmp, ignore_errors=True)
