@@ -13,6 +13,7 @@ training may use:
 Test labels score the combinations only, after they are chosen.
 """
 import dataclasses
+import json
 import pathlib
 from typing import Dict, List, Sequence
 
@@ -111,8 +112,10 @@ class Member:
 
 def load_member(workdir, num_unlabeled: int = 10000) -> Member:
   """A member's probabilities as its run evaluated itself (network and any
-  vote), cached in WORKDIR/ensemble_probs.npz for its checkpoint and these
-  images: a rerun is instant."""
+  vote), cached in WORKDIR/ensemble_probs.npz (float16, compressed) for this
+  finished run and these images: a rerun is instant, and a member whose cache
+  is kept beside its results.json and split.json combines on a fresh checkout
+  without its checkpoints."""
   workdir = pathlib.Path(workdir)
   if not (workdir / "results.json").exists():
     raise WorkdirError(f"ensemble member {str(workdir)!r} has not finished (no results.json)")
@@ -123,19 +126,23 @@ def load_member(workdir, num_unlabeled: int = 10000) -> Member:
                                           min(num_unlabeled, split.unlabeled.size)).astype(int)]
   wanted = {"test": dataset.test_images, "unlabeled": dataset.train_images[unlabeled],
             "val": dataset.train_images[split.validation]}
-  key = f"{run_lib.latest_step(workdir)} {unlabeled.size} {split.validation.size}"
+  # The finished run (a retrained member writes another results.json) and the images.
+  finished = json.loads((workdir / "results.json").read_text())
+  key = (f"{finished.get('steps')} {finished.get('train_seconds')} {unlabeled.size} "
+         f"{split.validation.size}")
   cache = workdir / "ensemble_probs.npz"
   arrays = dict(np.load(cache)) if cache.exists() else {}
   if str(arrays.pop("key", "")) != key:
-    arrays = {}  # another checkpoint, or other images
+    arrays = {}  # another run, or other images
   if any(name not in arrays for name, images in wanted.items() if len(images)):
     classifier = inference.load_classifier(workdir)
     for name, images in wanted.items():
       if len(images) and name not in arrays:
-        arrays[name] = classifier(images)[1].astype(np.float32)
+        arrays[name] = classifier(images)[1].astype(np.float16)
     tmp = workdir / "ensemble_probs.tmp.npz"
-    np.savez(tmp, key=np.array(key), **arrays)
+    np.savez_compressed(tmp, key=np.array(key), **arrays)
     tmp.replace(cache)
+  arrays = {name: a.astype(np.float32) for name, a in arrays.items()}
   return Member(workdir, arrays["test"], dataset.test_labels,
                 unlabeled_probs=arrays.get("unlabeled"),
                 val_probs=arrays.get("val") if split.validation.size else None,

@@ -1,6 +1,7 @@
 """Ensembles: the voting arithmetic, selectors that read no test label, and
 experiments/ensemble.py end to end (members trained once, then reused)."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -92,5 +93,15 @@ def test_ensemble_script_trains_members_once_and_writes_the_combination(toy_conf
   again = ensemble_exp.run_draw(toy_config, 0, 3, out, "agreement", 0.005)
   assert (out / "seed_0" / "member_0" / "results.json").stat().st_mtime_ns == stamp  # reused
   assert again["test_accuracy_ema"] == record["test_accuracy_ema"]
+  # What git keeps of a member (results, config, split, cached probabilities)
+  # combines on a fresh checkout, where its checkpoints are gone.
+  kept = {"results.json", "config.json", "split.json", "ensemble_probs.npz"}
+  for m in (0, 1, 2):
+    for path in (out / "seed_0" / f"member_{m}").iterdir():
+      if path.name not in kept:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+  fresh = ensemble_exp.run_draw(toy_config, 0, 3, out, "agreement", 0.005)
+  assert fresh["test_accuracy_ema"] == record["test_accuracy_ema"]
+  assert fresh["selected"] == record["selected"]
   table = ensemble_exp.table(out)
   assert "soft vote" in table and "| 0 |" in table
