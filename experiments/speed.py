@@ -118,7 +118,7 @@ def jax_full_step(model_name, kernel_grad, shape, overrides=None):
   config.model = config_lib.model_config(name, kernel_grad=kernel_grad, **kwargs)
   config.update_from_flattened_dict(overrides or {})
   setup = train.Setup(config, _random_images(RGB_SHAPES[shape]) if shape in RGB_SHAPES else None)
-  tx, schedule = optim.make(config.optim, config.num_steps)
+  tx, _ = optim.make(config.optim, config.num_steps)
   state = train.init_state(setup.model, tx, config, setup.dataset.image_shape, setup.mesh)
   data = input_pipeline.host_train_data(setup.dataset, setup.split)
   if config.method == "propagate":
@@ -128,8 +128,7 @@ def jax_full_step(model_name, kernel_grad, shape, overrides=None):
         pseudo_labels=rng.integers(0, setup.dataset.num_classes, n).astype(np.int32),
         pseudo_weights=np.ones(n, np.float32))
   fed = config.data.pipeline == "tfdata"
-  step = train.make_train_step(setup.model, setup.method, tx, schedule, config, setup.mesh,
-                               fed=fed)
+  step = train.make_train_step(setup.model, setup.method, config, setup.mesh, fed=fed)
   if fed:  # batches as training reads them; the wait for each is kept
     feed = tf_pipeline.batches(data, labeled_size=setup.method.labeled_batch_size,
                                unlabeled_size=setup.method.unlabeled_batch_size, seed=0,

@@ -1,5 +1,9 @@
-"""Optimizers and learning-rate schedules from optax, chosen by name in `config.optim`."""
+"""Optimizers from optax and learning-rate schedules, chosen by name in `config.optim`."""
+from typing import Callable, Dict
+
 import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 
 from mnist_ten.errors import ConfigError
@@ -9,30 +13,50 @@ SCHEDULES: Registry = Registry("schedule")
 OPTIMIZERS: Registry = Registry("optimizer")
 
 
-def _after_warmup(cfg, schedule):
-  """Linear warm-up from 0 over optim.warmup_steps, then `schedule`."""
-  if not cfg.warmup_steps:
-    return schedule
-  return optax.join_schedules(
-      [optax.linear_schedule(0.0, cfg.lr, cfg.warmup_steps), schedule], [cfg.warmup_steps])
+# The schedules are written in jnp over `numbers` (optim.schedule_numbers):
+# optax's own check their arguments in Python, so they cannot take traced
+# values, and these numbers are arguments of the compiled step, not constants,
+# so that rounds that differ only in lr and steps share one compiled program.
+
+
+def schedule_numbers(cfg, num_steps: int) -> Dict[str, np.ndarray]:
+  """What a schedule reads: peak lr, steps, warm-up steps and final fraction."""
+  return {"lr": np.float32(cfg.lr), "num_steps": np.float32(num_steps),
+          "warmup_steps": np.float32(cfg.warmup_steps),
+          "final_lr_fraction": np.float32(cfg.final_lr_fraction)}
+
+
+def _with_warmup(numbers, decay: Callable) -> Callable:
+  """Linear warm-up from 0 over warmup_steps, then `decay(fraction of the
+  remaining steps done)` times lr."""
+  lr, warmup = numbers["lr"], numbers["warmup_steps"]
+  decay_steps = jnp.maximum(numbers["num_steps"] - warmup, 1.0)
+
+  def schedule(step):
+    step = jnp.asarray(step, jnp.float32)
+    done = jnp.clip((step - warmup) / decay_steps, 0.0, 1.0)
+    return jnp.where(step < warmup, lr * step / jnp.maximum(warmup, 1.0), lr * decay(done))
+  return schedule
 
 
 @SCHEDULES.register("constant")
-def constant(cfg, num_steps):
-  return _after_warmup(cfg, optax.constant_schedule(cfg.lr))
+def constant(numbers):
+  return _with_warmup(numbers, lambda done: jnp.ones_like(done))
 
 
 @SCHEDULES.register("cosine")
-def cosine(cfg, num_steps):
-  """Cosine decay to lr * final_lr_fraction at num_steps."""
-  return _after_warmup(cfg, optax.cosine_decay_schedule(
-      cfg.lr, max(num_steps - cfg.warmup_steps, 1), alpha=cfg.final_lr_fraction))
+def cosine(numbers):
+  """Cosine decay to lr * final_lr_fraction at num_steps (optax's
+  cosine_decay_schedule)."""
+  alpha = numbers["final_lr_fraction"]
+  return _with_warmup(numbers, lambda done: (1 - alpha) * 0.5 * (1 + jnp.cos(jnp.pi * done))
+                      + alpha)
 
 
 @SCHEDULES.register("linear")
-def linear(cfg, num_steps):
-  return _after_warmup(cfg, optax.linear_schedule(
-      cfg.lr, cfg.lr * cfg.final_lr_fraction, max(num_steps - cfg.warmup_steps, 1)))
+def linear(numbers):
+  alpha = numbers["final_lr_fraction"]
+  return _with_warmup(numbers, lambda done: 1 + (alpha - 1) * done)
 
 
 def _decay_mask(params):
@@ -61,12 +85,15 @@ def adamw(cfg, lr):
                      mask=_decay_mask)
 
 
-def make(cfg, num_steps: int, *, frozen=()):
+def make(cfg, num_steps: int = None, *, frozen=(), numbers=None):
   """Returns (optax transformation, schedule) for `config.optim`; the
-  parameters under each path of `frozen` (e.g. ("encoder",)) get no update."""
+  parameters under each path of `frozen` (e.g. ("encoder",)) get no update.
+  The schedule reads `numbers` (traced inside the step) or, without them,
+  `schedule_numbers(cfg, num_steps)`."""
   if cfg.lr <= 0:
     raise ConfigError(f"optim.lr must be > 0, got {cfg.lr}")
-  schedule = SCHEDULES.get(cfg.schedule)(cfg, num_steps)
+  schedule_fn = SCHEDULES.get(cfg.schedule)
+  schedule = schedule_fn(schedule_numbers(cfg, num_steps) if numbers is None else numbers)
   tx = OPTIMIZERS.get(cfg.name)(cfg, schedule)
   if cfg.grad_clip:
     tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), tx)

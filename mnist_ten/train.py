@@ -7,6 +7,7 @@ initialise, prepare the method's data, build the evaluators, the step loop
 with its clock, logging, checkpoints, the results and the plots.
 """
 import contextlib
+import dataclasses
 import functools
 import json
 import logging as py_logging
@@ -14,7 +15,7 @@ import pathlib
 import re
 import subprocess
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 from absl import logging
 import flax
@@ -95,7 +96,23 @@ def make_forward(model: models.Classifier, batch_stats):
   return forward
 
 
-def make_train_step(model, method, tx, schedule, config, mesh, fed: bool = False):
+@dataclasses.dataclass(frozen=True)
+class Step:
+  """The compiled step and its learning-rate schedule's numbers, which it
+  takes as an argument (optim.schedule_numbers): rounds that differ only in
+  lr and steps compile one program, and the persistent cache serves the
+  later ones."""
+  compiled: Callable  # (state, inputs, numbers) -> (state, metrics)
+  numbers: Dict[str, np.ndarray]
+
+  def __call__(self, state, inputs):
+    return self.compiled(state, inputs, self.numbers)
+
+  def lower(self, state, inputs):
+    return self.compiled.lower(state, inputs, self.numbers)
+
+
+def make_train_step(model, method, config, mesh, fed: bool = False) -> Step:
   """The jit-compiled step, running `config.steps_per_dispatch` steps per call.
 
   step(state, data) samples its batches from `data` (`input_pipeline.TrainData`
@@ -103,8 +120,11 @@ def make_train_step(model, method, tx, schedule, config, mesh, fed: bool = False
   batches from the tf.data pipeline instead ([steps_per_dispatch, B, ...]
   when it runs several steps a call)."""
   shard = parallel.batch_sharded(mesh)
+  frozen = optim.frozen_parts(config)
 
-  def update(state: TrainState, labeled, unlabeled, k_loss):
+  def update(state: TrainState, labeled, unlabeled, k_loss, numbers):
+    tx, schedule = optim.make(config.optim, frozen=frozen, numbers=numbers)
+
     def loss_fn(params):
       loss, metrics, batch_stats, method_state = method.loss(
           params, forward=make_forward(model, state.batch_stats), labeled=labeled,
@@ -135,32 +155,35 @@ def make_train_step(model, method, tx, schedule, config, mesh, fed: bool = False
   def keys(state):
     return jax.random.split(jax.random.fold_in(state.rng, state.step))
 
-  def sampled_step(state: TrainState, data: input_pipeline.TrainData):
+  def sampled_step(state: TrainState, data: input_pipeline.TrainData, numbers):
     k_sample, k_loss = keys(state)
     labeled, unlabeled = input_pipeline.sample(
         data, k_sample, labeled_size=method.labeled_batch_size,
         unlabeled_size=method.unlabeled_batch_size, sharding=shard)
-    return update(state, labeled, unlabeled, k_loss)
+    return update(state, labeled, unlabeled, k_loss, numbers)
 
-  def fed_step(state: TrainState, batches):
+  def fed_step(state: TrainState, batches, numbers):
     _, k_loss = keys(state)  # the same loss randomness as the sampled step's
     labeled, unlabeled = batches
-    return update(state, tf_pipeline.to_float(labeled), tf_pipeline.to_float(unlabeled), k_loss)
+    return update(state, tf_pipeline.to_float(labeled), tf_pipeline.to_float(unlabeled),
+                  k_loss, numbers)
 
   one_step = fed_step if fed else sampled_step
 
-  def step(state, inputs):
+  def step(state, inputs, numbers):
     if config.steps_per_dispatch == 1:
-      return one_step(state, inputs)
+      return one_step(state, inputs, numbers)
     if fed:
-      state, metrics = jax.lax.scan(one_step, state, inputs)
+      state, metrics = jax.lax.scan(lambda s, batches: one_step(s, batches, numbers), state,
+                                    inputs)
     else:
-      state, metrics = jax.lax.scan(lambda s, _: one_step(s, inputs), state,
+      state, metrics = jax.lax.scan(lambda s, _: one_step(s, inputs, numbers), state,
                                     length=config.steps_per_dispatch)
     bad = metrics.pop(BAD_STEP).min()
     return state, {**jax.tree.map(lambda m: m.mean(0), metrics), BAD_STEP: bad}
 
-  return jax.jit(step, donate_argnums=0)
+  return Step(jax.jit(step, donate_argnums=0),
+              optim.schedule_numbers(config.optim, config.num_steps))
 
 
 def init_state(model, tx, config, image_shape, mesh, method_state=None) -> TrainState:
@@ -715,8 +738,8 @@ def _build_evaluators(config, setup, data, eval_sets) -> Dict[str, evaluate.Eval
 
 
 def _train(config, workdir, setup, is_main, start_time, log_start=None) -> Dict:
-  tx, schedule = optim.make(config.optim, config.num_steps,
-                            frozen=optim.frozen_parts(config))
+  # For the state's structure; the step builds its own from its schedule's numbers.
+  tx, _ = optim.make(config.optim, config.num_steps, frozen=optim.frozen_parts(config))
   # Every process takes part in saving (Orbax coordinates them: process 0
   # writes the metadata, one copy of each replicated array is written).
   ckpt = checkpoint.Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
@@ -749,8 +772,7 @@ def _train(config, workdir, setup, is_main, start_time, log_start=None) -> Dict:
   evaluators = _build_evaluators(config, setup, data, eval_sets)
   prepare_seconds += time.time() - t
   phases.add("evaluator set-up (vote)", time.time() - t)
-  train_step = make_train_step(setup.model, setup.method, tx, schedule, config, setup.mesh,
-                               fed=fed)
+  train_step = make_train_step(setup.model, setup.method, config, setup.mesh, fed=fed)
   writer = MetricWriter(workdir, enabled=is_main)
   metric_log = _MetricLog(config, writer, clock, ckpt, workdir)
   evaluations = _Evaluations(config, evaluators, writer, workdir, is_main, int(state.step))

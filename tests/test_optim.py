@@ -21,6 +21,24 @@ def test_cosine_with_warmup():
   np.testing.assert_allclose(float(schedule(110)), 0.0, atol=1e-6)
 
 
+@pytest.mark.parametrize("warmup", [0, 7])
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "linear"])
+def test_schedules_equal_optax_s_own(schedule, warmup):
+  # Ours take traced numbers (one compiled step for every round); optax's are the reference.
+  import optax
+  lr, steps, alpha = 0.05, 50, 0.1
+  decay = {"constant": optax.constant_schedule(lr),
+           "cosine": optax.cosine_decay_schedule(lr, steps - warmup, alpha=alpha),
+           "linear": optax.linear_schedule(lr, lr * alpha, steps - warmup)}[schedule]
+  reference = optax.join_schedules(
+      [optax.linear_schedule(0.0, lr, warmup), decay], [warmup]) if warmup else decay
+  _, ours = optim.make(_cfg(lr=lr, warmup_steps=warmup, schedule=schedule,
+                            final_lr_fraction=alpha), steps)
+  for step in range(0, steps + 5):
+    np.testing.assert_allclose(float(ours(step)), float(reference(step)), rtol=1e-5,
+                               atol=1e-8, err_msg=f"step {step}")
+
+
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
 @pytest.mark.parametrize("schedule", ["constant", "cosine", "linear"])
 def test_every_optimizer_and_schedule_builds(name, schedule):

@@ -16,10 +16,10 @@ from tests.conftest import assert_resume_equals_uninterrupted
 
 def _build(config):
   setup = train.Setup(config)
-  tx, schedule = optim.make(config.optim, config.num_steps)
+  tx, _ = optim.make(config.optim, config.num_steps)
   state = train.init_state(setup.model, tx, config, setup.dataset.image_shape, setup.mesh)
   data = input_pipeline.make_train_data(setup.dataset, setup.split, setup.mesh)
-  step = train.make_train_step(setup.model, setup.method, tx, schedule, config, setup.mesh)
+  step = train.make_train_step(setup.model, setup.method, config, setup.mesh)
   return state, data, step
 
 
@@ -33,7 +33,20 @@ def test_steps_lower_the_loss_and_compile_once(toy_config):
     state, metrics = step(state, data)
     losses.append(float(metrics["loss"]))
   assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
-  assert step._cache_size() == 1  # pylint: disable=protected-access
+  assert step.compiled._cache_size() == 1  # pylint: disable=protected-access
+
+
+def test_rounds_that_differ_in_lr_and_steps_share_one_program(toy_config):
+  # As default's rounds do: the schedule's numbers are an argument, not constants.
+  state, data, step = _build(toy_config)
+  later = toy_config.copy_and_resolve_references()
+  later.optim.lr, later.num_steps = 0.3 * toy_config.optim.lr, toy_config.num_steps + 7
+  later_state, _, later_step = _build(later)
+  assert step.lower(state, data).as_text() == later_step.lower(later_state, data).as_text()
+  _, metrics = step(state, data)
+  _, later_metrics = later_step(later_state, data)
+  np.testing.assert_allclose([float(metrics["lr"]), float(later_metrics["lr"])],
+                             [toy_config.optim.lr, later.optim.lr], rtol=1e-6)
 
 
 def test_scan_of_steps_equals_single_steps(toy_config):
