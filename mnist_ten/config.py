@@ -44,6 +44,7 @@ def base() -> ml_collections.ConfigDict:
       cache_dir="",         # array cache; default: $MNIST_TEN_CACHE or ~/.cache/mnist_ten
       download=True,        # let TFDS download when the data is not prepared
       pipeline="device",    # device: arrays on the accelerator | tfdata (mnist_ten/tf_pipeline.py)
+      host_augment="",      # tfdata only: host-side tf ops first, e.g. "hflip|crop(pad=2)"
       labels_per_class=1,   # -1: every train label
       label_seed=0,         # which examples are labeled
       labeled_indices=(),   # explicit train indices; overrides the draw
@@ -195,7 +196,7 @@ EVAL_KEYS = ("evals", "eval_report", "eval_median_of", "plots")
 ADDED_KEYS = ("reevaluate", "num_epochs", "share_warn", "compilation_cache")
 ADDED_DATA_KEYS = ("num_unlabeled", "standardize", "synthetic", "bags", "class_prior",
                    "labeled_file", "labeled_count", "dir", "image_size", "color",
-                   "test_fraction", "test_seed", "pipeline")
+                   "test_fraction", "test_seed", "pipeline", "host_augment")
 # Method options added since, at the value that reproduces the runs before them.
 ADDED_METHOD_KEYS = {"fixmatch": {"weak_pass": "joint", "align_batches": 1},
                      "mixmatch": {"align_batches": 1}}

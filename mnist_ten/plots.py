@@ -113,7 +113,9 @@ def wrong_predictions(run: RunView):
                fontsize=8)
   for i, j in enumerate(idx):
     ax = fig.add_subplot(rows, cols, i + 1)
-    show(ax, run.test_images[j], f"{run.test_labels[j]}→{predicted[j]} ({confidence[j]:.2f})")
+    label = run.parts.class_label
+    show(ax, run.test_images[j],
+         f"{label(run.test_labels[j])}→{label(predicted[j])} ({confidence[j]:.2f})")
   return fig
 
 
@@ -134,11 +136,10 @@ def confusion(run: RunView):
               color="white" if n > matrix.max() / 2 else "black")
   ax.set_xlabel("predicted")
   ax.set_ylabel("true")
-  ax.set_xticks(range(c))
-  ax.set_yticks(range(c))
-  if run.parts.class_names:
-    ax.set_xticklabels(run.parts.class_names, rotation=45, ha="right", fontsize=7)
-    ax.set_yticklabels(run.parts.class_names, fontsize=7)
+  names = [run.parts.class_label(i) for i in range(c)]
+  ax.set_xticks(range(c), names, rotation=45 if run.parts.class_names else 0, ha="right"
+                if run.parts.class_names else "center", fontsize=7)
+  ax.set_yticks(range(c), names, fontsize=7)
   accuracy = np.trace(matrix) / max(matrix.sum(), 1)
   ax.set_title(f"test confusion ({run.report}, EMA): accuracy {accuracy:.2%}", fontsize=9)
   fig.colorbar(im, ax=ax, label="log(1 + count)")
@@ -244,7 +245,9 @@ def pseudo_labels(run: RunView):
   ax = fig.add_subplot(1, 1, 1)
   ax.bar(range(len(counts)), counts)
   ax.axhline(sum(counts) / len(counts), color="gray", linestyle="--", label="equal shares")
-  ax.set_xticks(range(len(counts)))
+  ax.set_xticks(range(len(counts)),
+                [run.parts.class_label(c) for c in range(len(counts))],
+                rotation=45 if run.parts.class_names else 0, fontsize=7)
   ax.set_xlabel("pseudo-label")
   ax.set_ylabel("unlabeled images")
   ax.legend(fontsize=7)
@@ -347,7 +350,9 @@ def features(run: RunView):
   ax = fig.add_subplot(1, 1, 1)
   points = ax.scatter(xy[:, 0], xy[:, 1], c=run.test_labels, cmap="tab10", s=2,
                       vmin=-0.5, vmax=run.parts.num_classes - 0.5)
-  fig.colorbar(points, ax=ax, ticks=range(run.parts.num_classes), label="true class")
+  bar = fig.colorbar(points, ax=ax, ticks=range(run.parts.num_classes), label="true class")
+  bar.ax.set_yticklabels([run.parts.class_label(c) for c in range(run.parts.num_classes)],
+                         fontsize=7)
   ax.set_title("test features (encoder), first two principal components", fontsize=9)
   ax.set_xticks([])
   ax.set_yticks([])

@@ -35,6 +35,10 @@ class Parts:
   _split_json: Optional[dict] = None
   class_names: tuple = ()  # when the data names its classes (image folders)
 
+  def class_label(self, c: int) -> str:
+    """Class c as logs and plots show it: its name where the data has names."""
+    return self.class_names[c] if self.class_names else str(c)
+
   @property
   def dataset(self) -> datasets.Dataset:
     """Loaded on first use: a classifier without a vote needs no data."""

@@ -34,21 +34,25 @@ def expected_shares(labeled_labels: np.ndarray, num_classes: int,
   return class_shares(labeled_labels, num_classes)
 
 
+def _label(c: int, names: Sequence[str]) -> str:
+  return names[c] if len(names) else str(c)
+
+
 def warnings(shares: np.ndarray, expected: np.ndarray, what: str, low: float,
-             high: float) -> List[str]:
+             high: float, names: Sequence[str] = ()) -> List[str]:
   """One sentence per class whose share is below `low` or above `high` times
-  its expected share."""
+  its expected share (classes by their `names` where the data has them)."""
   out = []
   for c, (got, want) in enumerate(zip(shares, expected)):
     if want <= 0:
       continue
     if got < low * want or got > high * want:
-      out.append(f"class {c} holds {100 * got:.1f}% of {what}, the labeled set implies "
+      out.append(f"class {_label(c, names)} holds {100 * got:.1f}% of {what}, the labeled set implies "
                  f"{100 * want:.1f}% ({got / want:.2f}x"
                  + ("; it may have been handed to another class" if got < low * want else
                     "; it may have taken another class's images") + ")")
   return out
 
 
-def format_shares(shares: np.ndarray) -> str:
-  return " ".join(f"{c}:{100 * s:.1f}%" for c, s in enumerate(shares))
+def format_shares(shares: np.ndarray, names: Sequence[str] = ()) -> str:
+  return " ".join(f"{_label(c, names)}:{100 * s:.1f}%" for c, s in enumerate(shares))

@@ -20,24 +20,85 @@ samples inside the step (`input_pipeline.sample`): fastest where the data
 fit in device memory.
 """
 import collections
+import functools
 import itertools
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import jax
 import numpy as np
 
+from mnist_ten import augment
 from mnist_ten import input_pipeline
 from mnist_ten import parallel
 from mnist_ten.errors import ConfigError
+from mnist_ten.registry import Registry
 
 PIPELINES = ("device", "tfdata")
 LABELED, UNLABELED = 0, 1  # the streams' seeds differ by this
+
+# Host-side augmentation of the uint8 batches with tf ops (data.host_augment),
+# before the method's own on-device augmentation: name -> factory(**options)
+# -> op(tf, images [B, H, W, C], seed [2]) drawing per image.
+HOST_OPS: Registry = Registry("host augmentation")
+
+
+@HOST_OPS.register("hflip")
+def host_hflip():
+  """Random horizontal flip per image; dropped where flips change the label,
+  as on the device (data.hflip)."""
+  return lambda tf, images, seed: tf.image.stateless_random_flip_left_right(images, seed)
+
+
+@HOST_OPS.register("crop")
+def host_crop(*, pad: int = 2):
+  """Zero-pad by `pad` pixels and crop back at a random position per image."""
+  if not isinstance(pad, int) or pad < 0:
+    raise ConfigError(f"host augmentation crop: pad must be a whole number >= 0, got {pad!r}")
+
+  def op(tf, images, seed):
+    shape = tf.shape(images)
+    offsets = tf.random.stateless_uniform(tf.stack([shape[0], 2]), seed, minval=0,
+                                          maxval=2 * pad + 1, dtype=tf.int32)
+    padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    rows = offsets[:, :1] + tf.range(shape[1])[None]
+    cols = offsets[:, 1:] + tf.range(shape[2])[None]
+    return tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), cols, axis=2,
+                     batch_dims=1)
+  return op
+
+
+def host_augmenter(spec: str, *, hflip_allowed: bool) -> Optional[Callable]:
+  """augment(tf, images, seed) applying `spec`'s host ops in order, or None."""
+  ops = []
+  for name, kwargs in augment.parse(spec, "host augmentation"):
+    factory = HOST_OPS.get(name)
+    if name == "hflip" and not hflip_allowed:
+      continue
+    try:
+      ops.append(factory(**kwargs))
+    except TypeError as e:
+      raise ConfigError(f"host augmentation {name!r}: {e}") from None
+  if not ops:
+    return None
+
+  def apply(tf, images, seed):
+    for i, op in enumerate(ops):
+      images = op(tf, images, seed + tf.constant([0, i], tf.int64))
+    return images
+  return apply
 
 
 def check(config):
   pipeline = config.data.get("pipeline", "device")
   if pipeline not in PIPELINES:
     raise ConfigError(f"data.pipeline must be one of {', '.join(PIPELINES)}, got {pipeline!r}")
+  host = config.data.get("host_augment", "")
+  if host:
+    if pipeline != "tfdata":
+      raise ConfigError(f"data.host_augment={host!r} runs in the tf.data pipeline: set "
+                        "data.pipeline='tfdata' too (the device pipeline augments on the "
+                        "device only, through the method's augment.* pipelines)")
+    host_augmenter(host, hflip_allowed=True)  # known ops and options, before anything runs
   if pipeline == "tfdata":
     try:
       import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
@@ -46,13 +107,25 @@ def check(config):
                         "tensorflow-cpu, or use data.pipeline='device'") from None
 
 
+def process_rows(size: int, *, process: int, count: int) -> slice:
+  """The rows of a global batch of `size` that process `process` of `count`
+  reads: consecutive shares, in process order, as the mesh lays them out."""
+  if size % count:
+    raise ConfigError(f"batch of {size} must divide over {count} processes")
+  share = size // count
+  return slice(process * share, (process + 1) * share)
+
+
 def _stream(tf, arrays, *, batch: int, seed: int, stream: int, start: int, stop: int,
-            per_step: int, local: slice):
+            per_step: int, local: slice, host_augment: Optional[Callable] = None,
+            process: int = 0):
   """tf.data of dicts of this process's rows of each step's batch, `per_step`
   steps stacked (steps_per_dispatch): the endless concatenation of one
   permutation of the set per epoch (epoch e's from the stateless seed
   [seed, stream * 2^20 + e]), cut into batches; step s is batch s, so a
-  resumed run skips `start` batches of indices (no image is read for them)."""
+  resumed run skips `start` batches of indices (no image is read for them).
+  `host_augment` draws from the seed [seed + (process + 1) * 2^32,
+  stream * 2^40 + step]: also a function of (seed, step), so resume stays exact."""
   size = int(next(iter(arrays.values())).shape[0])
   tensors = {k: tf.constant(v) for k, v in arrays.items()}
 
@@ -61,13 +134,19 @@ def _stream(tf, arrays, *, batch: int, seed: int, stream: int, start: int, stop:
     return tf.data.Dataset.from_tensor_slices(
         tf.argsort(tf.random.stateless_uniform([size], seed=key)))
 
-  def gather(idx):
+  def gather(idx, step):
     idx = idx[local]
-    return {k: tf.gather(v, idx) for k, v in tensors.items()}
-  ds = (tf.data.Dataset.range(1 << 40).flat_map(epoch)  # shuffled, repeated
-        .batch(batch, drop_remainder=True)
-        .skip(start).take(stop - start)
-        .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
+    out = {k: tf.gather(v, idx) for k, v in tensors.items()}
+    if host_augment is not None:
+      key = tf.stack([tf.constant(seed + (process + 1) * (1 << 32), tf.int64),
+                      stream * (1 << 40) + step])
+      out["images"] = host_augment(tf, out["images"], key)
+    return out
+  indices = (tf.data.Dataset.range(1 << 40).flat_map(epoch)  # shuffled, repeated
+             .batch(batch, drop_remainder=True)
+             .skip(start).take(stop - start))
+  ds = tf.data.Dataset.zip((indices, tf.data.Dataset.range(start, stop))).map(
+      gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   if per_step > 1:
     ds = ds.batch(per_step, drop_remainder=True)
   return ds
@@ -75,25 +154,23 @@ def _stream(tf, arrays, *, batch: int, seed: int, stream: int, start: int, stop:
 
 def batches(host_data: input_pipeline.TrainData, *, labeled_size: int, unlabeled_size: int,
             seed: int, start: int, stop: int, per_step: int, mesh,
-            prefetch: int = 2) -> Iterator:
+            prefetch: int = 2, host_augment: str = "", hflip_allowed: bool = False) -> Iterator:
   """Steps `start`..`stop` - 1 as (labeled, unlabeled) pairs of uint8
   `input_pipeline.Batch`es on the mesh ([per_step, B, ...] when per_step > 1),
-  `prefetch` steps ahead on the device."""
+  `prefetch` steps ahead on the device; both streams' images go through the
+  host ops of `host_augment` (data.host_augment) first."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")  # tf.data runs on the host; the accelerator is JAX's
-  p, n_proc = jax.process_index(), jax.process_count()
-
-  def local(size):  # this process's rows of a global batch of `size`
-    if size % n_proc:
-      raise ConfigError(f"batch of {size} must divide over {n_proc} processes")
-    share = size // n_proc
-    return slice(p * share, (p + 1) * share)
+  local = functools.partial(process_rows, process=jax.process_index(),
+                            count=jax.process_count())
+  host = dict(host_augment=host_augmenter(host_augment, hflip_allowed=hflip_allowed),
+              process=jax.process_index())
   steps = range(start, stop, per_step)
   labeled = _stream(tf, {"images": np.asarray(host_data.labeled_images),
                          "labels": np.asarray(host_data.labeled_labels, np.int32)},
                     batch=labeled_size, seed=seed, stream=LABELED, start=start, stop=stop,
-                    per_step=per_step, local=local(labeled_size))
+                    per_step=per_step, local=local(labeled_size), **host)
   datasets = [labeled]
   if unlabeled_size:
     # Images only, and what `prepare` derived from them: no label of an unlabeled image.
@@ -104,7 +181,7 @@ def batches(host_data: input_pipeline.TrainData, *, labeled_size: int, unlabeled
       arrays["pseudo_weights"] = np.asarray(host_data.pseudo_weights, np.float32)
     datasets.append(_stream(tf, arrays, batch=unlabeled_size, seed=seed, stream=UNLABELED,
                             start=start, stop=stop, per_step=per_step,
-                            local=local(unlabeled_size)))
+                            local=local(unlabeled_size), **host))
   joined = tf.data.Dataset.zip(tuple(datasets)).prefetch(tf.data.AUTOTUNE)
   sharding = parallel.batch_sharded(mesh)
   stacked = None if per_step == 1 else jax.sharding.NamedSharding(

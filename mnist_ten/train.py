@@ -588,9 +588,11 @@ class _Evaluations:
   records them: TensorBoard scalars, the log, and `evals.jsonl` (the full
   record, confusion matrices included)."""
 
-  def __init__(self, config, evaluators, writer, workdir, is_main, start_step: int):
+  def __init__(self, config, evaluators, writer, workdir, is_main, start_step: int,
+               class_label: Callable[[int], str] = str):
     self.evaluators, self.writer, self.workdir, self.is_main = (evaluators, writer, workdir,
                                                                 is_main)
+    self.class_label = class_label
     self.report = evaluate.report_name(config, evaluators)
     self.last_round = None
     # step -> the report's EMA test accuracy: earlier sittings' from the log
@@ -631,7 +633,7 @@ class _Evaluations:
     logging.info("eval step %d: %s", step, _format_metrics(scalars))
     if self.report in out:
       logging.info("eval step %d: per-class test accuracy (%s, EMA) %s", step, self.report,
-                   " ".join(f"{c}:{a:.3f}" for c, a in
+                   " ".join(f"{self.class_label(c)}:{a:.3f}" for c, a in
                             enumerate(out[self.report]["test_ema"]["per_class_accuracy"])))
     if self.is_main:
       with open(self.workdir / "evals.jsonl", "a") as f:
@@ -697,9 +699,10 @@ class ClassShares:
 
   def _note(self, key: str, what: str, shares):
     self.record[key] = shares.round(6).tolist()
-    logging.info("class shares of %s: %s", what, shares_lib.format_shares(shares))
+    names = self.setup.parts.class_names
+    logging.info("class shares of %s: %s", what, shares_lib.format_shares(shares, names))
     found = shares_lib.warnings(shares, self.expected, what, self.config.share_warn.low,
-                                self.config.share_warn.high)
+                                self.config.share_warn.high, names)
     for line in found:
       logging.warning("%s", line)
     self.record.setdefault("class_share_warnings", []).extend(found)
@@ -775,14 +778,17 @@ def _train(config, workdir, setup, is_main, start_time, log_start=None) -> Dict:
   train_step = make_train_step(setup.model, setup.method, config, setup.mesh, fed=fed)
   writer = MetricWriter(workdir, enabled=is_main)
   metric_log = _MetricLog(config, writer, clock, ckpt, workdir)
-  evaluations = _Evaluations(config, evaluators, writer, workdir, is_main, int(state.step))
+  evaluations = _Evaluations(config, evaluators, writer, workdir, is_main, int(state.step),
+                             setup.parts.class_label)
 
   step, n = int(state.step), config.steps_per_dispatch
   if fed:  # batches for the steps left, a pure function of (seed, step)
     feed = tf_pipeline.batches(
         host_data, labeled_size=setup.method.labeled_batch_size,
         unlabeled_size=setup.method.unlabeled_batch_size, seed=config.seed, start=step,
-        stop=config.num_steps, per_step=n, mesh=setup.mesh)
+        stop=config.num_steps, per_step=n, mesh=setup.mesh,
+        host_augment=config.data.host_augment,
+        hflip_allowed=datasets.hflip_allowed(config.data))
   try:
     while step < config.num_steps:
       state, metrics = clock.step(train_step, state, next(feed) if fed else data, n)

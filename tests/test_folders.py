@@ -83,6 +83,43 @@ def test_a_folder_loads_with_its_class_names_unlabeled_rows_and_test_csv(fashion
   assert rgb.train_images.shape == (120, 16, 12, 3)
 
 
+def test_colour_jpegs_are_detected_and_an_unchanged_folder_is_not_decoded_again(
+    tmp_path, monkeypatch):
+  monkeypatch.setenv("MNIST_TEN_CACHE", str(tmp_path / "cache"))
+  rng = np.random.default_rng(0)
+  root = tmp_path / "faces"
+  root.mkdir()
+  files, labels = [], []
+  for i in range(12):  # flat colours survive JPEG: red faces are "female", blue "male"
+    colour = [200, 30, 30] if i % 2 else [30, 30, 200]
+    image = np.clip(np.full((20, 16, 3), colour) + rng.integers(-5, 6, (20, 16, 3)), 0, 255)
+    Image.fromarray(image.astype(np.uint8)).save(root / f"face_{i}.jpg", quality=95)
+    files.append(f"face_{i}.jpg")
+    labels.append("" if i >= 8 else ("female" if i % 2 else "male"))
+  folders.write_labels_csv(root / "labels.csv", files, labels)
+  decodes = []
+  real_decode = folders._decode  # pylint: disable=protected-access
+  monkeypatch.setattr(folders, "_decode", lambda *a: decodes.append(a) or real_decode(*a))
+  data = datasets.load(_data_config(root, test_fraction=0.25))  # color="auto"
+  assert data.train_images.shape[1:] == (20, 16, 3) and data.class_names == ("female", "male")
+  red_minus_blue = data.train_images[..., 0].mean((1, 2)) - data.train_images[..., 2].mean((1, 2))
+  assert (np.abs(red_minus_blue) > 100).all()  # each image red or blue: kept in colour
+  assert len(decodes) == 12
+  again = datasets.load(_data_config(root, test_fraction=0.25))
+  assert len(decodes) == 12  # served from the cache: no image decoded
+  np.testing.assert_array_equal(again.train_images, data.train_images)
+
+
+def test_share_warnings_and_per_class_logs_name_the_classes(fashion, tmp_path, monkeypatch):
+  from mnist_ten import shares
+  found = shares.warnings(np.array([0.05, 0.95]), np.array([0.5, 0.5]), "the pseudo-labels",
+                          1 / 3, 2.0, names=("female", "male"))
+  assert found[0].startswith("class female holds 5.0%")
+  assert shares.format_shares(np.array([0.25, 0.75]), ("female", "male")) == \
+      "female:25.0% male:75.0%"
+  assert shares.format_shares(np.array([0.25, 0.75])) == "0:25.0% 1:75.0%"
+
+
 def test_bad_folders_name_the_problem(fashion, tmp_path):
   x, y = fashion.train_images[:20], fashion.train_labels[:20]
   root = tmp_path / "f"
@@ -100,6 +137,11 @@ def test_bad_folders_name_the_problem(fashion, tmp_path):
   with pytest.raises(DataError, match=r"test.csv, line 2: class 'jacket' has no labeled image"):
     datasets.load(_data_config(root))
   (root / "test.csv").unlink()
+  # The one labeled image (a 'top') is held out as the test set: none is left to train on.
+  folders.write_labels_csv(root / "labels.csv", [f"img_{i:04d}.png" for i in range(20)],
+                           ["top"] + [""] * 19)
+  with pytest.raises(DataError, match=r"'top' of .* have no labeled train image left"):
+    datasets.load(_data_config(root, test_fraction=0.5))
   folders.write_labels_csv(root / "labels.csv", [], [])
   with pytest.raises(DataError, match="lists no image: the folder dataset is empty"):
     datasets.load(_data_config(root))

@@ -49,6 +49,67 @@ def test_each_epoch_is_one_permutation_and_the_stream_is_a_function_of_seed_and_
   np.testing.assert_array_equal(stacked[1][0].images[0], out[3][0].images)
 
 
+def test_each_process_reads_only_its_rows_of_every_global_batch():
+  import tensorflow as tf
+  images = _data().unlabeled_images
+
+  def rows(process, count):
+    stream = tf_pipeline._stream(  # pylint: disable=protected-access
+        tf, {"images": images}, batch=8, seed=3, stream=tf_pipeline.UNLABELED, start=2,
+        stop=7, per_step=1, local=tf_pipeline.process_rows(8, process=process, count=count))
+    return [b["images"][:, 0, 0, 0] for b in stream.as_numpy_iterator()]
+  whole = rows(0, 1)
+  halves = [rows(p, 2) for p in (0, 1)]
+  quarters = [rows(p, 4) for p in range(4)]
+  assert len(whole) == 5 and all(len(b) == 4 for b in halves[0])
+  for step in range(5):  # the processes' rows, in order, are the one-process batch
+    np.testing.assert_array_equal(np.concatenate([h[step] for h in halves]), whole[step])
+    np.testing.assert_array_equal(np.concatenate([q[step] for q in quarters]), whole[step])
+  with pytest.raises(ConfigError, match="batch of 8 must divide over 3 processes"):
+    tf_pipeline.process_rows(8, process=0, count=3)
+
+
+def test_host_augmentation_draws_per_image_and_resumes_exactly():
+  pixels = np.arange(1, 17, dtype=np.uint8).reshape(1, 4, 4, 1)  # no symmetry, no zeros
+  data = _data().replace(unlabeled_images=np.repeat(pixels, 40, 0))
+
+  def transform(x, y):  # which flip and one-pixel shift (zeros shifted in) made y from x
+    padded = {f: np.pad(x[:, ::-1] if f else x, 1) for f in (0, 1)}
+    return next((f, dy, dx) for f in (0, 1) for dy in range(3) for dx in range(3)
+                if np.array_equal(padded[f][dy:dy + 4, dx:dx + 4], y))
+  def draws(hflip_allowed, start=0):
+    return list(tf_pipeline.batches(
+        data, labeled_size=4, unlabeled_size=8, seed=0, start=start, stop=12, per_step=1,
+        mesh=parallel.make_mesh(), host_augment="hflip|crop(pad=1)",
+        hflip_allowed=hflip_allowed))
+  shifted = draws(True)
+  drawn = [transform(pixels[0, ..., 0], y[..., 0])  # StopIteration: not such a transform
+           for _, unl in shifted for y in np.asarray(unl.images)]
+  assert len(set(drawn)) >= 12  # of the 18 flips and shifts: drawn per image
+  assert {f for f, _, _ in drawn} == {0, 1}
+  unflipped = [transform(pixels[0, ..., 0], y[..., 0])
+               for _, unl in draws(False) for y in np.asarray(unl.images)]
+  assert {f for f, _, _ in unflipped} == {0}  # flips dropped where they change the label
+  resumed = draws(True, start=5)
+  for a, b in zip(shifted[5:], resumed):
+    np.testing.assert_array_equal(a[1].images, b[1].images)
+    np.testing.assert_array_equal(a[0].images, b[0].images)
+
+
+def test_host_augmentation_is_checked_before_anything_runs(toy_config):
+  toy_config.data.host_augment = "crop(pad=2)"
+  with pytest.raises(ConfigError, match="set data.pipeline='tfdata' too"):
+    tf_pipeline.check(toy_config)
+  toy_config.data.pipeline = "tfdata"
+  tf_pipeline.check(toy_config)
+  toy_config.data.host_augment = "hflip|rotate(deg=5)"
+  with pytest.raises(ConfigError, match="unknown host augmentation 'rotate'"):
+    tf_pipeline.check(toy_config)
+  toy_config.data.host_augment = "crop(pad=-1)"
+  with pytest.raises(ConfigError, match="pad must be a whole number >= 0"):
+    tf_pipeline.check(toy_config)
+
+
 def test_pseudo_labels_travel_with_their_images():
   data = _data().replace(pseudo_labels=np.arange(40, dtype=np.int32) % 7,
                          pseudo_weights=np.ones(40, np.float32))

@@ -259,8 +259,10 @@ def test_log_means_skip_unmeasured_metrics_but_never_a_nan_loss():
 # Every image method; the LeNet for default here: the residual CNN runs
 # default:quick in test_launch.py.
 @pytest.mark.parametrize("preset", [
-    "default.py:quick,model=lenet", "fixmatch.py:quick", "mixmatch.py:quick", "simclr.py:quick",
-    "pretext.py:quick", "entropy_min.py:quick", "supervised.py:quick", "knn.py:quick"])
+    "default.py:quick,model=lenet", "fixmatch.py:quick", "flexmatch.py:quick",
+    "freematch.py:quick", "softmatch.py:quick", "mixmatch.py:quick", "simclr.py:quick",
+    "pretext.py:quick", "entropy_min.py:quick", "supervised.py:quick", "knn.py:quick",
+    "fixmatch.py:quick tfdata"])
 def test_colour_images_of_another_size_train_end_to_end(preset, tmp_path):
   """Any TFDS image dataset, not only 28x28 greyscale: 32x32 RGB images (as
   CIFAR-10's) through the graph's features, the models and the augmentations
@@ -273,11 +275,13 @@ def test_colour_images_of_another_size_train_end_to_end(preset, tmp_path):
   datasets.save_cache(datasets.Dataset(
       name="toy_rgb", train_images=rgb(tx), train_labels=ty.astype(np.int32),
       test_images=rgb(vx), test_labels=vy.astype(np.int32), num_classes=10), tmp_path / "cache")
+  preset, _, pipeline = preset.partition(" ")  # "... tfdata": fed by the tf.data pipeline
   module, arg = preset.split(":", 1)
   config = importlib.import_module(f"configs.{module[:-3]}").get_config(arg)
   stage = config
   while stage.get("method"):
     stage.data.name, stage.data.cache_dir, stage.data.hflip = "toy_rgb", str(tmp_path / "cache"), "true"
+    stage.data.pipeline = pipeline or "device"
     stage = stage.get("pretrain") or {}
   config.plots = preset.startswith("default")  # colour figures once (seconds a run)
   results = train.train_and_evaluate(config, tmp_path / "run")
