@@ -64,6 +64,11 @@ def base() -> ml_collections.ConfigDict:
   c.augment = ml_collections.ConfigDict(dict(
       labeled="affine(rotate=10, shift=0.1, scale=0.1, shear=10)"))
   c.label_smoothing = 0.0
+  # The rotation/flip pretext task as an auxiliary loss beside any method (S4L;
+  # ReMixMatch's rotation loss): weight > 0 adds weight x the cross-entropy of
+  # predicting the transform of `images` unlabeled images a step (0: as many
+  # as the labeled batch), through an auxiliary head (methods/pretext.py).
+  c.rotation_aux = ml_collections.ConfigDict(dict(weight=0.0, images=0))
 
   c.optim = ml_collections.ConfigDict(dict(
       name="sgd", lr=0.03, momentum=0.9, nesterov=True, b1=0.9, b2=0.999,
@@ -193,7 +198,7 @@ EVAL_KEYS = ("evals", "eval_report", "eval_median_of", "plots")
 
 
 # Keys added later with defaults that compute what runs before them computed.
-ADDED_KEYS = ("reevaluate", "num_epochs", "share_warn", "compilation_cache")
+ADDED_KEYS = ("reevaluate", "num_epochs", "share_warn", "compilation_cache", "rotation_aux")
 ADDED_DATA_KEYS = ("num_unlabeled", "standardize", "synthetic", "bags", "class_prior",
                    "labeled_file", "labeled_count", "dir", "image_size", "color",
                    "test_fraction", "test_seed", "pipeline", "host_augment")

@@ -449,3 +449,67 @@ def test_pretext_alternate_trains_supervised_on_even_steps_and_pretext_on_odd(to
                                          step=jnp.asarray(1), state=None)[0])(params)
   assert float(grad0["aux"]) == 0.0 and float(grad0["logits"]) != 0.0
   assert float(grad1["logits"]) == 0.0 and float(grad1["aux"]) != 0.0
+
+
+def test_rotation_aux_adds_the_pretext_loss_to_any_method_and_keeps_its_own(toy_config):
+  import jax
+  from mnist_ten import input_pipeline, methods
+  from mnist_ten.errors import ConfigError
+  toy_config.method = "entropy_min"
+  toy_config.entropy_min = dict(mu=2, lambda_u=1.0, rampup_steps=0)
+  toy_config.rotation_aux.update(weight=0.5, images=3)
+  ctx = methods.Context(num_classes=10, hflip_allowed=False, image_shape=(8, 8, 1))
+  method = methods.build(toy_config, ctx)
+  inner = method.inner
+  assert method.aux_widths == (8,) and not inner.aux_widths
+  assert method.images_per_step == inner.images_per_step + 3
+  rng = np.random.default_rng(0)
+  labeled = input_pipeline.Batch(jnp.asarray(rng.random((4, 8, 8, 1)), jnp.float32),
+                                 jnp.asarray([0, 1, 2, 3]))
+  unlabeled = input_pipeline.Batch(jnp.asarray(rng.random((8, 8, 8, 1)), jnp.float32))
+  seen = []
+
+  def forward(params, images, train=True, output="logits"):
+    seen.append((output, images.shape[0]))
+    width = 8 if output == "aux" else 10
+    logits = jnp.zeros((images.shape[0], width)).at[:, 0].set(params[output])
+    return logits, {"from": jnp.asarray(float(output == "aux"))}
+  params = {"logits": jnp.asarray(1.0), "aux": jnp.asarray(2.0)}
+  loss, metrics, stats, _ = method.loss(params, forward=forward, labeled=labeled,
+                                        unlabeled=unlabeled, rng=jax.random.key(0), step=0,
+                                        state=None)
+  assert seen[-1] == ("aux", 3)  # the first 3 unlabeled images, rotated, to the aux head
+  inner_loss = inner.loss(params, forward=forward, labeled=labeled, unlabeled=unlabeled,
+                          rng=jax.random.split(jax.random.key(0))[0], step=0, state=None)[0]
+  np.testing.assert_allclose(float(loss), float(inner_loss) + 0.5 * float(
+      metrics["loss/rotation_aux"]), rtol=1e-6)
+  # Transform 0 scores 2, the other 7 score 0: the cross-entropy of a uniform draw of them.
+  assert 0.0 < float(metrics["loss/rotation_aux"]) < np.log(8) + 2
+  assert float(stats["from"]) == 0.0  # the method's own batch statistics are kept
+  toy_config.method = "rotation"
+  with pytest.raises(ConfigError, match="auxiliary head of its own; 'rotation' has one"):
+    methods.build(toy_config, ctx)
+  toy_config.method = "supervised"
+  with pytest.raises(ConfigError, match="method 'supervised' samples none"):
+    methods.build(toy_config, ctx)
+
+
+def test_rotation_aux_trains_end_to_end_and_loads_from_its_workdir(toy_config, tmp_path):
+  import json
+  import mnist_ten
+  from mnist_ten import datasets, train
+  toy_config.method = "entropy_min"
+  toy_config.entropy_min = dict(mu=2, lambda_u=1.0, rampup_steps=0)
+  toy_config.rotation_aux.weight = 1.0
+  toy_config.num_steps, toy_config.log_every = 20, 10
+  toy_config.eval_every = toy_config.checkpoint_every = 20
+  results = train.train_and_evaluate(toy_config, tmp_path)
+  logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  accuracy = [m["rotation_aux/accuracy"] for m in logged if "rotation_aux/accuracy" in m]
+  assert len(accuracy) == 2 and results["test_accuracy_ema"] >= 0.0
+  saved = json.loads((tmp_path / "config.json").read_text())
+  assert saved["rotation_aux"]["weight"] == 1.0
+  # The saved run rebuilds with its auxiliary head and predicts.
+  images = datasets.load(toy_config.data).test_images[:5]
+  labels, probs = mnist_ten.load_classifier(tmp_path)(images)
+  assert labels.shape == (5,) and np.allclose(probs.sum(1), 1.0, atol=1e-5)

@@ -138,7 +138,11 @@ def build(config, ctx: Context) -> Method:
                       "them), and this dataset's examples are 2-D points: use supervised, "
                       "propagate, entropy_min, mixmatch, fixmatch (with config.augment "
                       "entries '') or knn")
-  return cls(config, ctx)
+  method = cls(config, ctx)
+  if config.get("rotation_aux", {}).get("weight", 0.0):
+    from mnist_ten.methods import pretext  # pylint: disable=g-import-not-at-top
+    method = pretext.RotationAuxiliary(method, config, ctx)
+  return method
 
 
 # Importing a method's module registers it.

@@ -2,7 +2,8 @@
 which of 8 transforms (4 rotations x optional horizontal flip) was applied to
 an unlabeled image, with the model's auxiliary head. Its encoder is then
 transferred (configs/pretext.py); `pretext_alternate` alternates supervised
-steps on the labeled examples with pretext steps.
+steps on the labeled examples with pretext steps; `RotationAuxiliary`
+(config.rotation_aux) adds the task as an auxiliary loss to any method.
 """
 import jax
 import jax.numpy as jnp
@@ -98,3 +99,77 @@ class AlternatePretext(Supervised):
   def views(self, rng, labeled_images, unlabeled_images):
     return {**super().views(rng, labeled_images, unlabeled_images),
             **pretext_views(self, unlabeled_images, rng)}
+
+
+class RotationAuxiliary(Method):
+  """Any method plus the rotation/flip pretext task as an auxiliary loss on
+  the same encoder, trained jointly (S4L, Zhai et al. 2019; ReMixMatch's
+  rotation loss): `config.rotation_aux.weight` x the cross-entropy of
+  predicting which of the 8 transforms was applied to the first
+  `rotation_aux.images` unlabeled images of each step (augmented with
+  `augment.labeled` first), through an auxiliary head. The method's own
+  loss, batch statistics, state, preparation and vote are untouched; the
+  pretext forward pass's batch statistics are not kept."""
+  needs_images = True
+  aux_widths = (NUM_TRANSFORMS,)
+
+  def __init__(self, inner: Method, config, ctx):
+    super().__init__(config, ctx)
+    cfg = config.rotation_aux
+    if not cfg.weight >= 0:
+      raise ConfigError(f"rotation_aux.weight must be >= 0, got {cfg.weight}")
+    if not inner.trains or inner.aux_widths:
+      raise ConfigError(f"rotation_aux needs a method that trains a network without an "
+                        f"auxiliary head of its own; {config.method!r} "
+                        + ("trains none" if not inner.trains else "has one"))
+    if ctx.points or ctx.bags:
+      raise ConfigError("rotation_aux needs images (it rotates them); this dataset's examples "
+                        "are " + ("2-D points" if ctx.points else "bags of instances"))
+    _check_square(ctx)
+    if not inner.unlabeled_batch_size:
+      raise ConfigError(f"rotation_aux rotates unlabeled images; method {config.method!r} "
+                        "samples none")
+    self.inner = inner
+    self.images = cfg.images or inner.labeled_batch_size
+    if not 0 < self.images <= inner.unlabeled_batch_size:
+      raise ConfigError(f"rotation_aux.images={cfg.images} must be in [1, "
+                        f"{inner.unlabeled_batch_size}] (the unlabeled batch), or 0")
+    self.weight = cfg.weight
+    self.labeled_batch_size = inner.labeled_batch_size
+    self.unlabeled_batch_size = inner.unlabeled_batch_size
+    self.votes, self.uses_init_network = inner.votes, inner.uses_init_network
+    self.augment = ctx.augmenter(config.augment.labeled)
+
+  @property
+  def images_per_step(self):
+    return self.inner.images_per_step + self.images
+
+  def prepare(self, data, init_network=None):
+    return self.inner.prepare(data, init_network)
+
+  def record(self):
+    return self.inner.record()
+
+  def init_state(self, num_unlabeled):
+    return self.inner.init_state(num_unlabeled)
+
+  def vote(self, images):
+    return self.inner.vote(images)
+
+  def samples(self, rng):
+    return self.inner.samples(rng)
+
+  def views(self, rng, labeled_images, unlabeled_images):
+    return {**self.inner.views(rng, labeled_images, unlabeled_images),
+            **pretext_views(self, unlabeled_images[:self.images], rng)}
+
+  def loss(self, params, *, forward, labeled, unlabeled, rng, step, state):
+    k_inner, k_pretext = jax.random.split(rng)
+    loss, metrics, batch_stats, state = self.inner.loss(
+        params, forward=forward, labeled=labeled, unlabeled=unlabeled, rng=k_inner, step=step,
+        state=state)
+    pretext, accuracy, _ = pretext_loss(self, params, forward,
+                                        unlabeled.images[:self.images], k_pretext)
+    return loss + self.weight * pretext, {
+        **metrics, "loss/rotation_aux": pretext, "rotation_aux/accuracy": accuracy
+    }, batch_stats, state
