@@ -16,7 +16,7 @@ SYSTEMS = {"baselines": ["fashion_cnn", "course_mlp2"]}
 # (tests/test_train.py), through the same code as here.
 ELSEWHERE = {"flexmatch", "freematch", "softmatch"}
 # Every config's smoke run, and presets that change which stages run.
-PRESETS = [f"{name}:quick" for name in CONFIGS if name not in SYSTEMS | ELSEWHERE] + [
+PRESETS = [f"{name}:quick" for name in CONFIGS if name not in {*SYSTEMS, *ELSEWHERE}] + [
     f"{name}:{system},quick" for name, systems in SYSTEMS.items() for system in systems] + [
         "simclr:quick,probe=propagate"]
 
