@@ -214,7 +214,7 @@ def knn_graph(features: np.ndarray, k: int, *, chunk: int = 2000):
   (similarities [N, k], indices [N, k]), best first."""
   if not 1 <= k < features.shape[0]:
     raise ConfigError(f"graph: k={k} must be in [1, {features.shape[0]})")
-  return knn_search.search(features, features, k, chunk=chunk, exclude_self=True)
+  return knn_search.self_search(features, k, chunk=chunk)
 
 
 def edge_weights(sims: np.ndarray) -> np.ndarray:

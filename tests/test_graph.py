@@ -46,11 +46,13 @@ def test_hog_blocks_are_unit_norm_and_see_orientation():
 
 def test_knn_graph_matches_brute_force():
   x = np.random.default_rng(0).normal(size=(250, 5)).astype(np.float32)
+  x[200] = x[17]  # a duplicate, in another block: each is the other's first neighbour
   sims, idx = graph.knn_graph(x, 4, chunk=64)  # 250 is not a multiple of 64
+  assert idx[17, 0] == 200 and idx[200, 0] == 17
   unit = x / np.linalg.norm(x, axis=1, keepdims=True)
   full = unit @ unit.T
   np.fill_diagonal(full, -np.inf)
-  expected = np.argsort(-full, axis=1)[:, :4]
+  expected = np.argsort(-full, axis=1, kind="stable")[:, :4]  # ties: the lower index
   np.testing.assert_array_equal(idx, expected)
   np.testing.assert_allclose(sims, np.take_along_axis(full, expected, 1), atol=1e-5)
   # Neighbours with negative similarity: still real rows, never the padding.
@@ -66,10 +68,10 @@ def test_graph_compilations_are_reused_across_calls_and_rounds():
   # constant of a new program.
   rng = np.random.default_rng(0)
   graph.knn_graph(rng.normal(size=(100, 5)).astype(np.float32), 3, chunk=32)
-  compiled = neighbors._top_k._cache_size()
+  compiled = neighbors._self_top_k._cache_size()
   x = rng.normal(size=(100, 5)).astype(np.float32)
   _, idx = graph.knn_graph(x, 3, chunk=32)
-  assert neighbors._top_k._cache_size() == compiled
+  assert neighbors._self_top_k._cache_size() == compiled
   unit = x / np.linalg.norm(x, axis=1, keepdims=True)
   full = unit @ unit.T
   np.fill_diagonal(full, -np.inf)
