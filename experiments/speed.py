@@ -26,6 +26,7 @@ from mnist_ten import input_pipeline  # pylint: disable=g-import-not-at-top
 from mnist_ten import losses  # pylint: disable=g-import-not-at-top
 from mnist_ten import models  # pylint: disable=g-import-not-at-top
 from mnist_ten import optim  # pylint: disable=g-import-not-at-top
+from mnist_ten import phases as phases_lib  # pylint: disable=g-import-not-at-top
 from mnist_ten import tf_pipeline  # pylint: disable=g-import-not-at-top
 from mnist_ten import train  # pylint: disable=g-import-not-at-top
 
@@ -292,6 +293,18 @@ def _curve_to_target(workdir, num_stages, start, target):
           "curve": [(round(e["train_time"], 1), e["step"], e["accuracy"]) for e in evals]}
 
 
+def stage_phases(workdir, num_stages: int) -> dict:
+  """The run's seconds per phase (results.json's `phase_seconds`), summed over
+  its stages; {} for runs from before phases were recorded."""
+  total = {}
+  for depth in range(num_stages):
+    path = pathlib.Path(workdir).joinpath(*["pretrain"] * depth) / "results.json"
+    phases = json.loads(path.read_text()).get("phase_seconds", {}) if path.exists() else {}
+    for name, seconds in phases.items():
+      total[name] = round(total.get(name, 0.0) + seconds, 3)
+  return total
+
+
 def time_to_target_of_runs(folder, target):
   """`time_to_accuracy`'s figures read back from finished runs, one per
   `seed_N` folder of an `experiments/run_seeds.py` output: [record]. A run
@@ -317,12 +330,15 @@ def time_to_target_of_runs(folder, target):
     results = json.loads((seed_dir / "results.json").read_text())
     record = {"run": str(seed_dir), "label_seed": results["label_seed"], "target": target,
               "final_test_accuracy_ema": results["test_accuracy_ema"],
-              **_curve_to_target(seed_dir, stages, start, target)}
+              **_curve_to_target(seed_dir, stages, start, target),
+              "phase_seconds": stage_phases(seed_dir, stages)}
     records.append(record)
     to_target = record["seconds_to_target"]
     print(f"{seed_dir}: final test accuracy (EMA) {record['final_test_accuracy_ema']:.4f}; "
           + (f"{target:.2%} first seen {to_target / 60:.1f} min in" if to_target is not None
              else f"{target:.2%} not reached"), flush=True)
+    if record["phase_seconds"]:
+      print("  phases, every stage: " + phases_lib.Phases.format(record["phase_seconds"]))
   if not records:
     raise errors.WorkdirError(f"time_to_target_of_runs: {folder} holds no finished run "
                      "(seed_N/ with results.json, as experiments/run_seeds.py writes)")

@@ -235,6 +235,10 @@ def test_time_to_accuracy_read_back_from_finished_runs(toy_config, tmp_path):
   assert read["final_test_accuracy_ema"] == live["final_test_accuracy_ema"]
   assert [c[1:] for c in read["curve"]] == [c[1:] for c in live["curve"]]
   assert 0 <= live["seconds_to_target"] - read["seconds_to_target"] < 2.0
+  # The run's whole time by phase, as its results.json recorded it.
+  assert {"steps", "compile", "evaluations"} <= set(read["phase_seconds"])
+  saved = json.loads((tmp_path / "seed_1" / "results.json").read_text())["phase_seconds"]
+  assert read["phase_seconds"]["steps"] == pytest.approx(saved["steps"], abs=1e-3)
   [never] = speed.time_to_target_of_runs(tmp_path, target=1.01)
   assert never["seconds_to_target"] is None
   with pytest.raises(MnistTenError, match="no finished run"):
