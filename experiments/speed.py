@@ -119,7 +119,7 @@ def jax_full_step(model_name, kernel_grad, shape, overrides=None):
   config.model = config_lib.model_config(name, kernel_grad=kernel_grad, **kwargs)
   config.update_from_flattened_dict(overrides or {})
   setup = train.Setup(config, _random_images(RGB_SHAPES[shape]) if shape in RGB_SHAPES else None)
-  tx, _ = optim.make(config.optim, config.num_steps)
+  tx, _ = optim.for_config(config)
   state = train.init_state(setup.model, tx, config, setup.dataset.image_shape, setup.mesh)
   data = input_pipeline.host_train_data(setup.dataset, setup.split)
   if config.method == "propagate":
@@ -133,7 +133,9 @@ def jax_full_step(model_name, kernel_grad, shape, overrides=None):
   if fed:  # batches as training reads them; the wait for each is kept
     feed = tf_pipeline.batches(data, labeled_size=setup.method.labeled_batch_size,
                                unlabeled_size=setup.method.unlabeled_batch_size, seed=0,
-                               start=0, stop=1 << 30, per_step=1, mesh=setup.mesh)
+                               start=0, stop=1 << 30, per_step=1, mesh=setup.mesh,
+                               host_augment=config.data.host_augment,
+                               hflip_allowed=datasets.hflip_allowed(config.data))
   else:
     data = input_pipeline.to_device(data, setup.mesh)
   box = [state]

@@ -113,6 +113,7 @@ def fit_pca(x: np.ndarray, dim: int, fit_every: int = 10) -> Tuple[np.ndarray, n
   # float32 input): the same components as the SVD of the rows, at half its
   # time for a 1,296-wide block. Each sign is fixed (largest entry positive);
   # a sign never changes a cosine similarity.
+  dim = min(dim, fit.shape[0])  # as many as the SVD of the rows would give
   centred = (fit - mean).astype(np.float64)
   _, vectors = np.linalg.eigh(centred.T @ centred)
   components = vectors[:, ::-1][:, :dim]
@@ -151,7 +152,8 @@ class Embedding:
     return out
 
   def __call__(self, images: np.ndarray) -> np.ndarray:
-    return np.concatenate([knn_search.unit((feats - mean) @ components) for feats, (mean, components)
+    return np.concatenate([knn_search.unit((feats - mean) @ components)
+                           for feats, (mean, components)
                            in zip(self.raw(images), self.projections)], axis=1)
 
 

@@ -87,8 +87,8 @@ def _self_top_k(rows, *, k: int, chunk: int, n: int):
     sims = jnp.where((row_ids[:, None] == col_ids[None, :]) | (row_ids[:, None] >= n)
                      | (col_ids[None, :] >= n), -jnp.inf, sims)
     best = merge(best, i, sims, col_ids[None, :])
-    both = merge(best, j, sims.T, row_ids[None, :])
-    return jax.tree.map(lambda a, b: jnp.where(i == j, a, b), best, both)  # a diagonal block once
+    # A diagonal block is its own transpose: merged once.
+    return jax.lax.cond(i == j, lambda: best, lambda: merge(best, j, sims.T, row_ids[None, :]))
 
   best = (jnp.full((num_blocks, chunk, k), -jnp.inf), jnp.zeros((num_blocks, chunk, k), jnp.int32))
   values, indices = jax.lax.fori_loop(0, pair_i.shape[0], body, best)

@@ -110,6 +110,12 @@ def make(cfg, num_steps: int = None, *, frozen=(), numbers=None):
   return tx, schedule
 
 
+def for_config(config, numbers=None):
+  """`make` for a run's config, its frozen parts included: the trainer's
+  state is initialised and its step updated with the same transformation."""
+  return make(config.optim, config.num_steps, frozen=frozen_parts(config), numbers=numbers)
+
+
 def frozen_parts(config):
   """The parameter paths a config keeps as they are: the encoder under
   `freeze_encoder`, a bag model's instance encoder under its `freeze_instance`."""

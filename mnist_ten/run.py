@@ -17,6 +17,7 @@ from mnist_ten import datasets
 from mnist_ten import methods
 from mnist_ten import models
 from mnist_ten import parallel
+from mnist_ten import shares
 from mnist_ten import splits
 from mnist_ten import tf_pipeline
 from mnist_ten.errors import ConfigError, WorkdirError
@@ -36,8 +37,7 @@ class Parts:
   class_names: tuple = ()  # when the data names its classes (image folders)
 
   def class_label(self, c: int) -> str:
-    """Class c as logs and plots show it: its name where the data has names."""
-    return self.class_names[c] if self.class_names else str(c)
+    return shares.class_label(c, self.class_names)
 
   @property
   def dataset(self) -> datasets.Dataset:

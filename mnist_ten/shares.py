@@ -34,7 +34,8 @@ def expected_shares(labeled_labels: np.ndarray, num_classes: int,
   return class_shares(labeled_labels, num_classes)
 
 
-def _label(c: int, names: Sequence[str]) -> str:
+def class_label(c: int, names: Sequence[str] = ()) -> str:
+  """Class c as logs and plots show it: its name where the data has names."""
   return names[c] if len(names) else str(c)
 
 
@@ -47,12 +48,12 @@ def warnings(shares: np.ndarray, expected: np.ndarray, what: str, low: float,
     if want <= 0:
       continue
     if got < low * want or got > high * want:
-      out.append(f"class {_label(c, names)} holds {100 * got:.1f}% of {what}, the labeled set implies "
-                 f"{100 * want:.1f}% ({got / want:.2f}x"
+      out.append(f"class {class_label(c, names)} holds {100 * got:.1f}% of {what}, the "
+                 f"labeled set implies {100 * want:.1f}% ({got / want:.2f}x"
                  + ("; it may have been handed to another class" if got < low * want else
                     "; it may have taken another class's images") + ")")
   return out
 
 
 def format_shares(shares: np.ndarray, names: Sequence[str] = ()) -> str:
-  return " ".join(f"{_label(c, names)}:{100 * s:.1f}%" for c, s in enumerate(shares))
+  return " ".join(f"{class_label(c, names)}:{100 * s:.1f}%" for c, s in enumerate(shares))

@@ -38,7 +38,10 @@ LABELED, UNLABELED = 0, 1  # the streams' seeds differ by this
 
 # Host-side augmentation of the uint8 batches with tf ops (data.host_augment),
 # before the method's own on-device augmentation: name -> factory(**options)
-# -> op(tf, images [B, H, W, C], seed [2]) drawing per image.
+# -> op(tf, images [b, H, W, C], seed [2], batch, rows). An op draws its
+# randomness for the whole global batch of `batch` and keeps this process's
+# `rows` of it (a slice), so an image is augmented alike whatever the number
+# of processes.
 HOST_OPS: Registry = Registry("host augmentation")
 
 
@@ -46,7 +49,11 @@ HOST_OPS: Registry = Registry("host augmentation")
 def host_hflip():
   """Random horizontal flip per image; dropped where flips change the label,
   as on the device (data.hflip)."""
-  return lambda tf, images, seed: tf.image.stateless_random_flip_left_right(images, seed)
+
+  def op(tf, images, seed, batch, rows):
+    flip = tf.random.stateless_uniform([batch], seed)[rows] < 0.5
+    return tf.where(flip[:, None, None, None], tf.reverse(images, [2]), images)
+  return op
 
 
 @HOST_OPS.register("crop")
@@ -55,20 +62,19 @@ def host_crop(*, pad: int = 2):
   if not isinstance(pad, int) or pad < 0:
     raise ConfigError(f"host augmentation crop: pad must be a whole number >= 0, got {pad!r}")
 
-  def op(tf, images, seed):
+  def op(tf, images, seed, batch, rows):
     shape = tf.shape(images)
-    offsets = tf.random.stateless_uniform(tf.stack([shape[0], 2]), seed, minval=0,
-                                          maxval=2 * pad + 1, dtype=tf.int32)
+    offsets = tf.random.stateless_uniform([batch, 2], seed, minval=0, maxval=2 * pad + 1,
+                                          dtype=tf.int32)[rows]
     padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
-    rows = offsets[:, :1] + tf.range(shape[1])[None]
-    cols = offsets[:, 1:] + tf.range(shape[2])[None]
-    return tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), cols, axis=2,
-                     batch_dims=1)
+    ys = offsets[:, :1] + tf.range(shape[1])[None]
+    xs = offsets[:, 1:] + tf.range(shape[2])[None]
+    return tf.gather(tf.gather(padded, ys, axis=1, batch_dims=1), xs, axis=2, batch_dims=1)
   return op
 
 
 def host_augmenter(spec: str, *, hflip_allowed: bool) -> Optional[Callable]:
-  """augment(tf, images, seed) applying `spec`'s host ops in order, or None."""
+  """augment(tf, images, seed, batch, rows) applying `spec`'s host ops in order, or None."""
   ops = []
   for name, kwargs in augment.parse(spec, "host augmentation"):
     factory = HOST_OPS.get(name)
@@ -81,9 +87,9 @@ def host_augmenter(spec: str, *, hflip_allowed: bool) -> Optional[Callable]:
   if not ops:
     return None
 
-  def apply(tf, images, seed):
+  def apply(tf, images, seed, batch, rows):
     for i, op in enumerate(ops):
-      images = op(tf, images, seed + tf.constant([0, i], tf.int64))
+      images = op(tf, images, tf.random.experimental.stateless_fold_in(seed, i), batch, rows)
     return images
   return apply
 
@@ -117,15 +123,15 @@ def process_rows(size: int, *, process: int, count: int) -> slice:
 
 
 def _stream(tf, arrays, *, batch: int, seed: int, stream: int, start: int, stop: int,
-            per_step: int, local: slice, host_augment: Optional[Callable] = None,
-            process: int = 0):
+            per_step: int, local: slice, host_augment: Optional[Callable] = None):
   """tf.data of dicts of this process's rows of each step's batch, `per_step`
   steps stacked (steps_per_dispatch): the endless concatenation of one
   permutation of the set per epoch (epoch e's from the stateless seed
   [seed, stream * 2^20 + e]), cut into batches; step s is batch s, so a
   resumed run skips `start` batches of indices (no image is read for them).
-  `host_augment` draws from the seed [seed + (process + 1) * 2^32,
-  stream * 2^40 + step]: also a function of (seed, step), so resume stays exact."""
+  `host_augment` draws from the seed [seed + 2^32, stream * 2^40 + step] for
+  the whole global batch: a function of (seed, step) alone, so resume stays
+  exact and each image is augmented alike over any number of processes."""
   size = int(next(iter(arrays.values())).shape[0])
   tensors = {k: tf.constant(v) for k, v in arrays.items()}
 
@@ -138,9 +144,8 @@ def _stream(tf, arrays, *, batch: int, seed: int, stream: int, start: int, stop:
     idx = idx[local]
     out = {k: tf.gather(v, idx) for k, v in tensors.items()}
     if host_augment is not None:
-      key = tf.stack([tf.constant(seed + (process + 1) * (1 << 32), tf.int64),
-                      stream * (1 << 40) + step])
-      out["images"] = host_augment(tf, out["images"], key)
+      key = tf.stack([tf.constant(seed + (1 << 32), tf.int64), stream * (1 << 40) + step])
+      out["images"] = host_augment(tf, out["images"], key, batch, local)
     return out
   indices = (tf.data.Dataset.range(1 << 40).flat_map(epoch)  # shuffled, repeated
              .batch(batch, drop_remainder=True)
@@ -164,8 +169,7 @@ def batches(host_data: input_pipeline.TrainData, *, labeled_size: int, unlabeled
   tf.config.set_visible_devices([], "GPU")  # tf.data runs on the host; the accelerator is JAX's
   local = functools.partial(process_rows, process=jax.process_index(),
                             count=jax.process_count())
-  host = dict(host_augment=host_augmenter(host_augment, hflip_allowed=hflip_allowed),
-              process=jax.process_index())
+  host = dict(host_augment=host_augmenter(host_augment, hflip_allowed=hflip_allowed))
   steps = range(start, stop, per_step)
   labeled = _stream(tf, {"images": np.asarray(host_data.labeled_images),
                          "labels": np.asarray(host_data.labeled_labels, np.int32)},

@@ -103,7 +103,7 @@ class Step:
   lr and steps compile one program, and the persistent cache serves the
   later ones."""
   compiled: Callable  # (state, inputs, numbers) -> (state, metrics)
-  numbers: Dict[str, np.ndarray]
+  numbers: Dict[str, jax.Array]  # replicated on the mesh once
 
   def __call__(self, state, inputs):
     return self.compiled(state, inputs, self.numbers)
@@ -120,10 +120,9 @@ def make_train_step(model, method, config, mesh, fed: bool = False) -> Step:
   batches from the tf.data pipeline instead ([steps_per_dispatch, B, ...]
   when it runs several steps a call)."""
   shard = parallel.batch_sharded(mesh)
-  frozen = optim.frozen_parts(config)
 
   def update(state: TrainState, labeled, unlabeled, k_loss, numbers):
-    tx, schedule = optim.make(config.optim, frozen=frozen, numbers=numbers)
+    tx, schedule = optim.for_config(config, numbers=numbers)
 
     def loss_fn(params):
       loss, metrics, batch_stats, method_state = method.loss(
@@ -182,8 +181,8 @@ def make_train_step(model, method, config, mesh, fed: bool = False) -> Step:
     bad = metrics.pop(BAD_STEP).min()
     return state, {**jax.tree.map(lambda m: m.mean(0), metrics), BAD_STEP: bad}
 
-  return Step(jax.jit(step, donate_argnums=0),
-              optim.schedule_numbers(config.optim, config.num_steps))
+  return Step(jax.jit(step, donate_argnums=0), parallel.put_replicated(
+      optim.schedule_numbers(config.optim, config.num_steps), mesh))
 
 
 def init_state(model, tx, config, image_shape, mesh, method_state=None) -> TrainState:
@@ -742,7 +741,7 @@ def _build_evaluators(config, setup, data, eval_sets) -> Dict[str, evaluate.Eval
 
 def _train(config, workdir, setup, is_main, start_time, log_start=None) -> Dict:
   # For the state's structure; the step builds its own from its schedule's numbers.
-  tx, _ = optim.make(config.optim, config.num_steps, frozen=optim.frozen_parts(config))
+  tx, _ = optim.for_config(config)
   # Every process takes part in saving (Orbax coordinates them: process 0
   # writes the metadata, one copy of each replicated array is written).
   ckpt = checkpoint.Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)

@@ -144,7 +144,7 @@ def test_a_checkpoint_and_config_from_before_method_state_resume(align, toy_conf
   toy_config = _stateful(toy_config, "fixmatch")
   toy_config.fixmatch.align = align
   setup = train.Setup(toy_config)
-  tx, _ = optim.make(toy_config.optim, toy_config.num_steps)
+  tx, _ = optim.for_config(toy_config)
   state = train.init_state(setup.model, tx, toy_config, setup.dataset.image_shape, setup.mesh,
                            setup.method.init_state(int(setup.split.unlabeled.size)))
   assert bool(jax.tree.leaves(state.method_state)) == align

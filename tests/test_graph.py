@@ -55,9 +55,14 @@ def test_knn_graph_matches_brute_force():
   expected = np.argsort(-full, axis=1, kind="stable")[:, :4]  # ties: the lower index
   np.testing.assert_array_equal(idx, expected)
   np.testing.assert_allclose(sims, np.take_along_axis(full, expected, 1), atol=1e-5)
-  # Neighbours with negative similarity: still real rows, never the padding.
+  # Neighbours with negative similarity: still real rows, never the padding,
+  # with k above the chunk, and with fewer rows than one chunk.
   _, idx = graph.knn_graph(x, 200, chunk=64)
-  assert idx.max() < 250
+  assert idx.max() < 250 and (idx != np.arange(250)[:, None]).all()
+  np.testing.assert_array_equal(idx, np.argsort(-full, axis=1, kind="stable")[:, :200])
+  _, idx = graph.knn_graph(x[:40], 5, chunk=64)
+  small = full[:40, :40]
+  np.testing.assert_array_equal(idx, np.argsort(-small, axis=1, kind="stable")[:, :5])
   with pytest.raises(ConfigError, match="k=250"):
     graph.knn_graph(x, 250)
 

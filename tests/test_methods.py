@@ -506,7 +506,10 @@ def test_rotation_aux_trains_end_to_end_and_loads_from_its_workdir(toy_config, t
   results = train.train_and_evaluate(toy_config, tmp_path)
   logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   accuracy = [m["rotation_aux/accuracy"] for m in logged if "rotation_aux/accuracy" in m]
-  assert len(accuracy) == 2 and results["test_accuracy_ema"] >= 0.0
+  losses = [m["loss/rotation_aux"] for m in logged if "loss/rotation_aux" in m]
+  assert len(accuracy) == 2 and all(0.0 <= a <= 1.0 for a in accuracy)
+  assert all(0.0 < v < 3 * np.log(8) for v in losses)  # the task's cross-entropy, finite
+  assert "test_accuracy_ema" in results
   saved = json.loads((tmp_path / "config.json").read_text())
   assert saved["rotation_aux"]["weight"] == 1.0
   # The saved run rebuilds with its auxiliary head and predicts.

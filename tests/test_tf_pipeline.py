@@ -53,18 +53,23 @@ def test_each_process_reads_only_its_rows_of_every_global_batch():
   import tensorflow as tf
   images = _data().unlabeled_images
 
-  def rows(process, count):
+  host = tf_pipeline.host_augmenter("hflip|crop(pad=1)", hflip_allowed=True)
+
+  def rows(process, count, augment=None):
     stream = tf_pipeline._stream(  # pylint: disable=protected-access
         tf, {"images": images}, batch=8, seed=3, stream=tf_pipeline.UNLABELED, start=2,
-        stop=7, per_step=1, local=tf_pipeline.process_rows(8, process=process, count=count))
-    return [b["images"][:, 0, 0, 0] for b in stream.as_numpy_iterator()]
-  whole = rows(0, 1)
-  halves = [rows(p, 2) for p in (0, 1)]
-  quarters = [rows(p, 4) for p in range(4)]
-  assert len(whole) == 5 and all(len(b) == 4 for b in halves[0])
-  for step in range(5):  # the processes' rows, in order, are the one-process batch
-    np.testing.assert_array_equal(np.concatenate([h[step] for h in halves]), whole[step])
-    np.testing.assert_array_equal(np.concatenate([q[step] for q in quarters]), whole[step])
+        stop=7, per_step=1, local=tf_pipeline.process_rows(8, process=process, count=count),
+        host_augment=augment)
+    return [b["images"] for b in stream.as_numpy_iterator()]
+  for augment in (None, host):  # host ops: each image augmented alike over any processes
+    whole = rows(0, 1, augment)
+    halves = [rows(p, 2, augment) for p in (0, 1)]
+    quarters = [rows(p, 4, augment) for p in range(4)]
+    assert len(whole) == 5 and all(len(b) == 4 for b in halves[0])
+    for step in range(5):  # the processes' rows, in order, are the one-process batch
+      np.testing.assert_array_equal(np.concatenate([h[step] for h in halves]), whole[step])
+      np.testing.assert_array_equal(np.concatenate([q[step] for q in quarters]), whole[step])
+  assert not np.array_equal(np.concatenate(rows(0, 1)), np.concatenate(whole))  # augmented
   with pytest.raises(ConfigError, match="batch of 8 must divide over 3 processes"):
     tf_pipeline.process_rows(8, process=0, count=3)
 

@@ -16,7 +16,7 @@ from tests.conftest import assert_resume_equals_uninterrupted
 
 def _build(config):
   setup = train.Setup(config)
-  tx, _ = optim.make(config.optim, config.num_steps)
+  tx, _ = optim.for_config(config)
   state = train.init_state(setup.model, tx, config, setup.dataset.image_shape, setup.mesh)
   data = input_pipeline.make_train_data(setup.dataset, setup.split, setup.mesh)
   step = train.make_train_step(setup.model, setup.method, config, setup.mesh)
