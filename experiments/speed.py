@@ -309,7 +309,8 @@ def stage_phases(workdir, num_stages: int) -> dict:
 
 def time_to_target_of_runs(folder, target):
   """`time_to_accuracy`'s figures read back from finished runs, one per
-  `seed_N` folder of an `experiments/run_seeds.py` output: [record]. A run
+  `seed_N` folder of an `experiments/run_seeds.py` output, or of `folder`
+  itself when it holds one run (an ensemble's member): [record]. A run
   starts at the first line of its first stage's log.txt (written once the
   data are loaded, a second or two in); its evaluations come every
   `eval_every` steps of its config, so the time is that of the first
@@ -318,8 +319,11 @@ def time_to_target_of_runs(folder, target):
   if not folder.is_dir():
     raise errors.WorkdirError(f"time_to_target_of_runs: no folder {folder}")
   records = []
-  seed_dirs = [d for d in folder.glob("seed_*") if d.name[5:].isdigit()]
-  for seed_dir in sorted(seed_dirs, key=lambda d: int(d.name[5:])):
+  seed_dirs = sorted((d for d in folder.glob("seed_*") if d.name[5:].isdigit()),
+                     key=lambda d: int(d.name[5:]))
+  if (folder / "results.json").exists():
+    seed_dirs = [folder]
+  for seed_dir in seed_dirs:
     stages = 1
     while (seed_dir.joinpath(*["pretrain"] * stages) / "log.txt").exists():
       stages += 1

@@ -130,9 +130,15 @@ ROWS: Dict[str, Row] = {r.label if i is None else i: r for i, r in [
         f"{RUN} --config=configs/pretext.py:transfer=alternate --seeds=0-2 "
         "--out=experiments/results/pretext_alternate "
         "--config.init_from=experiments/results/pretext_full/seed_{seed}/pretrain")),
-    ("default", Row("default", "default", "0-4", "3807c99",
+    ("default", Row("default", "default_fast_graph", "0-4", "f7799a9",
                     f"{RUN} --config=configs/default.py --seeds=0-4 "
-                    "--out=experiments/results/default")),
+                    "--out=experiments/results/default_fast_graph",
+                    note="2026-12-07, a faster machine than the rows before it")),
+    ("default_2026_11", Row(
+        "default (before the graph's speed-ups)", "default", "0-4", "3807c99",
+        f"git checkout 3807c99 && {RUN} --config=configs/default.py --seeds=0-4 "
+        "--out=experiments/results/default", status="superseded",
+        note="another, slower machine")),
     ("default_reseed", Row(
         "default (re-seeding on)", "default_reseed", "0-2", "a60176b",
         f"{RUN} --config=configs/default.py --seeds=0-2 --out=experiments/results/default_reseed",

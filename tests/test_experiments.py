@@ -239,6 +239,8 @@ def test_time_to_accuracy_read_back_from_finished_runs(toy_config, tmp_path):
   assert {"steps", "compile", "evaluations"} <= set(read["phase_seconds"])
   saved = json.loads((tmp_path / "seed_1" / "results.json").read_text())["phase_seconds"]
   assert read["phase_seconds"]["steps"] == pytest.approx(saved["steps"], abs=1e-3)
+  [one] = speed.time_to_target_of_runs(tmp_path / "seed_1", target=0.0)  # a run's own folder
+  assert one["seconds_to_target"] == read["seconds_to_target"]
   [never] = speed.time_to_target_of_runs(tmp_path, target=1.01)
   assert never["seconds_to_target"] is None
   with pytest.raises(MnistTenError, match="no finished run"):
