@@ -758,7 +758,9 @@ def _train(config, workdir, setup, is_main, start_time, log_start=None) -> Dict:
   inner = setup.method.record().get("prepare_phases", {})
   for name, seconds in inner.items():  # the method's own stages (the graph's)
     phases.add(f"prepare: {name}", seconds)
-  phases.add("prepare: other" if inner else "prepare", prepare_seconds - sum(inner.values()))
+  # At least 0: the method's own phases are rounded to the millisecond.
+  phases.add("prepare: other" if inner else "prepare",
+             max(0.0, prepare_seconds - sum(inner.values())))
   class_shares = ClassShares(config, setup, host_data)
   class_shares.pseudo_labels()
   fed = config.data.get("pipeline", "device") == "tfdata"

@@ -93,7 +93,7 @@ def test_the_whole_run_is_broken_into_phases(toy_config, tmp_path):
   assert {"data load", "init or restore", "prepare: features", "prepare: kNN graph",
           "prepare: Poisson learning", "prepare: refinement", "compile", "steps",
           "evaluations", "checkpoint writes"} <= set(phases)
-  assert all(v >= 0 for v in phases.values())
+  assert all(v >= 0 for v in phases.values()), {k: v for k, v in phases.items() if v < 0}
   assert sum(phases.values()) == pytest.approx(results["wall_seconds"], rel=0.25, abs=2.0)
   assert "phases: data load" in (tmp_path / "log.txt").read_text()
 
