@@ -9,7 +9,7 @@ Each (seed, N) runs in OUT/seed_S/n_N (resumable). OUT/table.md gives, per
 seed, how many proposals it took until every class had one (read from the
 train labels after the proposal: the person labeling), and each run's
 accuracy; the summary puts the mean over seeds beside random one-per-class
-draws (experiments/results/default).
+draws (experiments/results/default_fast_graph).
 
 With --graph_only nothing trains: each (seed, N) gets the config's first
 propagation, scored on the unlabeled images (experiments/pseudo_labels.py),

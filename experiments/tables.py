@@ -135,9 +135,9 @@ ROWS: Dict[str, Row] = {r.label if i is None else i: r for i, r in [
                     "--out=experiments/results/default_fast_graph",
                     note="2026-12-07, a faster machine than the rows before it")),
     ("default_2026_11", Row(
-        "default (before the graph's speed-ups)", "default", "0-4", "3807c99",
-        f"git checkout 3807c99 && {RUN} --config=configs/default.py --seeds=0-4 "
-        "--out=experiments/results/default", status="superseded",
+        "default (before the graph's speed-ups)", "archive/default_before_graph_speedups", "0-4",
+        "3807c99", f"git checkout 3807c99 && {RUN} --config=configs/default.py --seeds=0-4 "
+        "--out=experiments/results/archive/default_before_graph_speedups", status="superseded",
         note="another, slower machine")),
     ("default_reseed", Row(
         "default (re-seeding on)", "default_reseed", "0-2", "a60176b",
