@@ -26,13 +26,9 @@ def model_config(name: str, **overrides) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({"name": name, **fields, **overrides})
 
 
-def base() -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.name = ""  # set by each config file, recorded in results.json
-  c.method = "supervised"
-  c.seed = 0  # initialisation and per-step randomness; the label draw is data.label_seed
-
-  c.data = ml_collections.ConfigDict(dict(
+def data_config() -> ml_collections.ConfigDict:
+  """`config.data`: where the images come from and which are labeled."""
+  return ml_collections.ConfigDict(dict(
       name="mnist",         # any TFDS image-classification dataset, or "folder"
       dir="",               # data.name="folder": the folder with labels.csv (mnist_ten/folders.py)
       image_size=(),        # folders: resize to (height, width); (): the images' own size
@@ -58,6 +54,15 @@ def base() -> ml_collections.ConfigDict:
       class_prior=(),       # each class's share of the data, if known; (): the labeled set's
       hflip="auto",         # whether horizontal flips keep labels: auto|true|false
   ))
+
+
+def base() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.name = ""  # set by each config file, recorded in results.json
+  c.method = "supervised"
+  c.seed = 0  # initialisation and per-step randomness; the label draw is data.label_seed
+
+  c.data = data_config()
   c.model = model_config("resnet")
 
   c.batch_size = 64  # labeled examples per step

@@ -671,15 +671,22 @@ def _restore_or_init(config, setup, tx, ckpt, start_time) -> Tuple[TrainState, C
   return state, clock
 
 
-def _prepare_data(setup) -> input_pipeline.TrainData:
-  """The method's data on the host: the split, plus what `prepare` adds."""
+def _prepare_data(setup, phases) -> Tuple[input_pipeline.TrainData, float]:
+  """The method's data on the host (the split, plus what `prepare` adds) and
+  the seconds it took, added to `phases` by the method's own stages."""
   t = time.time()
   data = inference.prepare_method(setup.parts)
+  seconds = time.time() - t
   if data.pseudo_labels is not None:
     logging.info("prepared pseudo-labels for %d unlabeled images in %s (%.0f%% weighted)",
-                 data.pseudo_labels.shape[0], _format_seconds(time.time() - t),
+                 data.pseudo_labels.shape[0], _format_seconds(seconds),
                  100 * float(np.mean(data.pseudo_weights > 0)))
-  return data
+  inner = setup.method.record().get("prepare_phases", {})
+  for name, stage_seconds in inner.items():  # the method's own stages (the graph's)
+    phases.add(f"prepare: {name}", stage_seconds)
+  # At least 0: the method's own phases are rounded to the millisecond.
+  phases.add("prepare: other" if inner else "prepare", max(0.0, seconds - sum(inner.values())))
+  return data, seconds
 
 
 class ClassShares:
@@ -752,15 +759,7 @@ def _train(config, workdir, setup, is_main, start_time, log_start=None) -> Dict:
   if is_main:  # the logs of steps the checkpoint does not hold are computed again
     workdir_lib.cut_back(workdir, int(state.step), log_start,
                          final=int(state.step) >= config.num_steps)
-  t = time.time()
-  host_data = _prepare_data(setup)
-  prepare_seconds = time.time() - t
-  inner = setup.method.record().get("prepare_phases", {})
-  for name, seconds in inner.items():  # the method's own stages (the graph's)
-    phases.add(f"prepare: {name}", seconds)
-  # At least 0: the method's own phases are rounded to the millisecond.
-  phases.add("prepare: other" if inner else "prepare",
-             max(0.0, prepare_seconds - sum(inner.values())))
+  host_data, prepare_seconds = _prepare_data(setup, phases)
   class_shares = ClassShares(config, setup, host_data)
   class_shares.pseudo_labels()
   fed = config.data.get("pipeline", "device") == "tfdata"
