@@ -170,17 +170,25 @@ def parse(spec: str, what: str = "augmentation") -> List[tuple]:
   return ops
 
 
-def build(spec: str, *, hflip_allowed: bool = False) -> Callable[[jax.Array, jax.Array], jax.Array]:
-  """Returns augment(key, images NHWC in [0,1]) applying `spec` per example."""
+def build_ops(spec: str, registry: Registry, *, hflip_allowed: bool,
+              what: str = "augmentation") -> List[Callable]:
+  """The ops of pipeline string `spec`, each made by its factory in
+  `registry`; `hflip` is dropped where flips change the label (data.hflip)."""
   ops = []
-  for name, kwargs in parse(spec):
-    factory = OPS.get(name)
+  for name, kwargs in parse(spec, what):
+    factory = registry.get(name)
     if name == "hflip" and not hflip_allowed:
       continue
     try:
       ops.append(factory(**kwargs))
     except TypeError as e:
-      raise ConfigError(f"augmentation {name!r}: {e}") from None
+      raise ConfigError(f"{what} {name!r}: {e}") from None
+  return ops
+
+
+def build(spec: str, *, hflip_allowed: bool = False) -> Callable[[jax.Array, jax.Array], jax.Array]:
+  """Returns augment(key, images NHWC in [0,1]) applying `spec` per example."""
+  ops = build_ops(spec, OPS, hflip_allowed=hflip_allowed)
 
   def one(key, image):
     for i, op in enumerate(ops):

@@ -75,15 +75,8 @@ def host_crop(*, pad: int = 2):
 
 def host_augmenter(spec: str, *, hflip_allowed: bool) -> Optional[Callable]:
   """augment(tf, images, seed, batch, rows) applying `spec`'s host ops in order, or None."""
-  ops = []
-  for name, kwargs in augment.parse(spec, "host augmentation"):
-    factory = HOST_OPS.get(name)
-    if name == "hflip" and not hflip_allowed:
-      continue
-    try:
-      ops.append(factory(**kwargs))
-    except TypeError as e:
-      raise ConfigError(f"host augmentation {name!r}: {e}") from None
+  ops = augment.build_ops(spec, HOST_OPS, hflip_allowed=hflip_allowed,
+                          what="host augmentation")
   if not ops:
     return None
 
