@@ -48,6 +48,7 @@ def _round(model, features, num_steps, lr):
   # Measurements for all four: docs/default_recipe.md.
   c.propagate = dict(features=features, k=10, iterations=600, keep=1.0, mu=8,
                      lambda_u=1.0, agree_with_init=False, consistency=0.0, threshold=0.95,
+                     consistency_rule="fixmatch",
                      vote=10, refine=2.0, reseed=0.5, size_bounds=())
   c.augment.labeled = LABELED
   c.augment.strong = STRONG

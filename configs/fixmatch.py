@@ -53,7 +53,7 @@ def successor(method: str, arg, options: dict):
   c = get_config(arg)
   c.name = method + (f":{arg}" if arg else "")
   c.method = method
-  c[method] = options
+  c[method] = dict(options)  # a copy: the method class keeps its defaults
   if "quick" in flags:
     # Their thresholds start low, or their weights at 1 (every pseudo-label
     # counts at first): from scratch, 40 steps at full weight end in one class.

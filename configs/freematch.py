@@ -7,8 +7,9 @@ threshold is unused.
 Presets: quick (a smoke run), model=NAME.
 """
 from configs import fixmatch as fixmatch_config
+from mnist_ten.methods.freematch import FreeMatch
 
 
 def get_config(arg=None):
   # USB's classic-CV values: EMA momentum 0.999, fairness weight 0.001.
-  return fixmatch_config.successor("freematch", arg, dict(momentum=0.999, fairness=0.001))
+  return fixmatch_config.successor("freematch", arg, FreeMatch.OPTIONS)

@@ -209,7 +209,8 @@ ADDED_DATA_KEYS = ("num_unlabeled", "standardize", "synthetic", "bags", "class_p
                    "test_fraction", "test_seed", "pipeline", "host_augment")
 # Method options added since, at the value that reproduces the runs before them.
 ADDED_METHOD_KEYS = {"fixmatch": {"weak_pass": "joint", "align_batches": 1},
-                     "mixmatch": {"align_batches": 1}}
+                     "mixmatch": {"align_batches": 1},
+                     "propagate": {"consistency_rule": "fixmatch"}}
 
 
 def from_saved(saved: dict) -> ml_collections.ConfigDict:

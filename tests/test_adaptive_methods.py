@@ -132,6 +132,23 @@ def test_a_method_state_is_carried_checkpointed_and_resumed(method, pipeline, to
   assert "threshold/c0" not in (tmp_path / "full" / "log.txt").read_text()  # TensorBoard only
 
 
+def test_propagate_with_an_adaptive_rule_carries_and_resumes_the_rules_state(toy_config,
+                                                                           tmp_path):
+  """`propagate.consistency_rule=flexmatch`: FlexMatch's per-image state rides
+  in propagate's run, checkpointed and resumed exactly."""
+  from mnist_ten import checkpoint
+  config = toy_config
+  config.method = "propagate"
+  config.propagate = dict(features="pixels(dim=8)", k=3, iterations=10, keep=1.0, mu=2,
+                          lambda_u=1.0, agree_with_init=False, consistency=1.0,
+                          threshold=0.0, consistency_rule="flexmatch")
+  config.augment.weak = config.augment.strong = "affine(rotate=5, shift=0.05)"
+  assert_resume_equals_uninterrupted(config, tmp_path)
+  saved = checkpoint.Checkpointer(tmp_path / "full" / "checkpoints").restore_raw()["method_state"]
+  # tau = 0: every drawn image's prediction is kept, at most 6 steps x 32 rows.
+  assert 0 < int(np.sum(np.asarray(saved["selected"]) >= 0)) <= 6 * 32
+
+
 @pytest.mark.parametrize("align", [False, True])
 def test_a_checkpoint_and_config_from_before_method_state_resume(align, toy_config, tmp_path):
   """Checkpoints from before method state (no such key) restore, the state

@@ -516,3 +516,54 @@ def test_rotation_aux_trains_end_to_end_and_loads_from_its_workdir(toy_config, t
   images = datasets.load(toy_config.data).test_images[:5]
   labels, probs = mnist_ten.load_classifier(tmp_path)(images)
   assert labels.shape == (5,) and np.allclose(probs.sum(1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("rule", ["flexmatch", "freematch", "softmatch"])
+def test_propagate_consistency_rule_reuses_the_methods_rule_and_state(toy_config, rule):
+  """The graph's targets plus an adaptive-threshold method's term: its state
+  is the method's own, carried through propagate's loss."""
+  import jax
+  from mnist_ten import input_pipeline, methods
+  from mnist_ten.errors import ConfigError
+  from mnist_ten.methods import fixmatch
+  config = toy_config
+  config.method = "propagate"
+  config.augment.strong = config.augment.weak = "affine(shift=0.05)"
+  config.propagate = dict(features="pixels(dim=8)", k=3, iterations=10, keep=1.0, mu=2,
+                          lambda_u=1.0, agree_with_init=False, consistency=0.5,
+                          threshold=0.9, consistency_rule="mixmatch")
+  ctx = methods.Context(num_classes=3, hflip_allowed=False)
+  with pytest.raises(ConfigError, match="FixMatch-family"):
+    methods.build(config, ctx)
+  config.propagate.consistency_rule = rule
+  method = methods.build(config, ctx)
+  assert isinstance(method.rule, methods.METHODS.get(rule))
+  assert method.rule.config.fixmatch.threshold == 0.9  # propagate's threshold is its tau
+  assert dict(method.rule.config[rule]) == methods.METHODS.get(rule).OPTIONS
+  state = method.init_state(8)
+  assert jax.tree.structure(state) == jax.tree.structure(method.rule.init_state(8))
+  rng = np.random.default_rng(0)
+  labeled = input_pipeline.Batch(jnp.asarray(rng.random((4, 8, 8, 1)), jnp.float32),
+                                 jnp.asarray([0, 1, 2, 0]))
+  unlabeled = input_pipeline.Batch(jnp.asarray(rng.random((8, 8, 8, 1)), jnp.float32), None,
+                                   pseudo_labels=jnp.zeros(8, jnp.int32),
+                                   pseudo_weights=jnp.ones(8), indices=jnp.arange(8))
+
+  def forward(params, images, train=True, output="logits"):
+    return jnp.zeros((images.shape[0], 3)).at[:, 1].set(params), {}  # sure of class 1
+  _, metrics, _, new_state = method.loss(jnp.asarray(10.0), forward=forward, labeled=labeled,
+                                         unlabeled=unlabeled, rng=jax.random.key(0), step=0,
+                                         state=state)
+  # The rule's own term and state, as the method alone computes them.
+  logits = jnp.zeros((8, 3)).at[:, 1].set(10.0)
+  expected = method.rule.unlabeled_term(logits, logits, labeled=labeled, unlabeled=unlabeled,
+                                        state=state, step=0)
+  np.testing.assert_allclose(float(metrics["loss/consistency"]), float(expected[0]), rtol=1e-6)
+  np.testing.assert_allclose(float(metrics["mask_rate"]), float(expected[2].mean()), rtol=1e-6)
+  for got, want in zip(jax.tree.leaves(new_state), jax.tree.leaves(expected[4])):
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+  # The network overrules the graph (class 0) wherever the rule counts its guess.
+  counted = float(expected[2].sum())
+  assert float(metrics["consistency/disagrees_with_graph"]) == pytest.approx(
+      counted / max(counted, 1.0))
+  assert isinstance(method.rule, fixmatch.FixMatch)

@@ -68,6 +68,9 @@ def keep_confident(selected, indices, probs, threshold: float):
 
 @METHODS.register("flexmatch")
 class FlexMatch(FixMatch):
+  # config.flexmatch as the paper and USB: warm-up and the convex mapping
+  # (tau itself is fixmatch.threshold).
+  OPTIONS = {"warmup": True, "mapping": "convex"}
 
   def __init__(self, config, ctx):
     super().__init__(config, ctx)

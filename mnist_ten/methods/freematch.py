@@ -83,6 +83,8 @@ def fairness(logits_strong, mask, stats):
 
 @METHODS.register("freematch")
 class FreeMatch(FixMatch):
+  # config.freematch as USB's classic-CV configs: EMA momentum 0.999, fairness weight 0.001.
+  OPTIONS = {"momentum": 0.999, "fairness": 0.001}
 
   def init_state(self, num_unlabeled):
     return {"stats": initial(self.ctx.num_classes), "align": super().init_state(num_unlabeled)}

@@ -28,16 +28,22 @@ one class moves to another when its edges to that class weigh r times its
 edges to the rest of its own (2.0 in `default`; 0: off).
 
 `consistency` > 0 adds FixMatch's term on top (off by default): the network's
-own confident prediction on a weakly augmented view (probability >=
-`threshold`, no gradient) is a second target for the strong view, so where
-the network is sure the graph is wrong the two targets compete instead of the
-graph always winning. It costs a forward pass of the weak views.
+own confident prediction on a weakly augmented view (no gradient) is a second
+target for the strong view, so where the network is sure the graph is wrong
+the two targets compete instead of the graph always winning. It costs a
+forward pass of the weak views. Which predictions count is the rule of the
+FixMatch-family method `consistency_rule`, its `unlabeled_term` and state
+reused as they are: "fixmatch" (probability >= `threshold`), "flexmatch",
+"freematch" or "softmatch" (their adaptive thresholds or weights, with their
+papers' options, `FlexMatch.OPTIONS` etc., or the config's own
+`flexmatch`/... section when it has one; `threshold` is their tau).
 """
 import time
 
 from absl import logging
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from mnist_ten import graph
@@ -45,6 +51,7 @@ from mnist_ten import losses
 from mnist_ten import shares
 from mnist_ten.errors import ConfigError
 from mnist_ten.methods import METHODS, Method
+from mnist_ten.methods.fixmatch import FixMatch
 
 
 @METHODS.register("propagate")
@@ -60,12 +67,13 @@ class Propagate(Method):
     self.consistency = float(cfg.get("consistency", 0.0))
     if self.consistency < 0:
       raise ConfigError(f"propagate.consistency={self.consistency} must be >= 0")
-    self.weak = None
+    self.weak = self.rule = None
     if self.consistency:
       if not config.augment.get("weak"):
         raise ConfigError("propagate.consistency > 0 needs config.augment.weak (the view "
                           "whose confident predictions are the targets)")
       self.weak = ctx.augmenter(config.augment.weak)
+      self.rule = _consistency_rule(config, ctx)
     if not 0.0 < cfg.keep <= 1.0:
       raise ConfigError(f"propagate.keep={cfg.keep} must be in (0, 1]")
     self.vote_k = cfg.get("vote", 0)
@@ -201,6 +209,9 @@ class Propagate(Method):
   def record(self):
     return dict(self._record)
 
+  def init_state(self, num_unlabeled):
+    return self.rule.init_state(num_unlabeled) if self.rule else None
+
   def vote(self, images):
     if not self.vote_k:
       return None
@@ -250,12 +261,33 @@ class Propagate(Method):
                                                         unlabeled.pseudo_labels),
     }
     if self.consistency:
-      consistency, guess, mask = losses.confident_consistency(
-          logits[n_lab + n_unl:], logits_strong, cfg.threshold)
+      consistency, guess, mask, rule_metrics, state = self.rule.unlabeled_term(
+          logits[n_lab + n_unl:], logits_strong, labeled=labeled, unlabeled=unlabeled,
+          state=state, step=step)
       total = total + self.consistency * consistency
       metrics.update({
-          "loss/consistency": consistency, "mask_rate": mask.mean(),
+          **rule_metrics, "loss/consistency": consistency, "mask_rate": mask.mean(),
           # How often the network, where confident, overrules the graph.
           "consistency/disagrees_with_graph": jnp.sum(
               mask * (guess != unlabeled.pseudo_labels)) / jnp.maximum(mask.sum(), 1.0)})
     return total, metrics, batch_stats, state
+
+
+def _consistency_rule(config, ctx) -> FixMatch:
+  """The FixMatch-family method whose `unlabeled_term` decides which of the
+  network's weak-view predictions count, built on the propagate run's own
+  views and batches: `threshold` is its tau, `mu` its unlabeled ratio."""
+  cfg = config.propagate
+  name = cfg.get("consistency_rule", "fixmatch")
+  family = [n for n in METHODS if issubclass(METHODS.get(n), FixMatch)]
+  if name not in family:
+    raise ConfigError(f"propagate.consistency_rule={name!r} must be a FixMatch-family "
+                      f"method: {', '.join(family)}")
+  cls = METHODS.get(name)
+  rule = ml_collections.ConfigDict(config.to_dict())
+  rule.method = name
+  rule.fixmatch = dict(mu=cfg.mu, threshold=cfg.threshold, lambda_u=1.0, rampup_steps=0,
+                       align=False, align_batches=1, weak_pass="joint")
+  if name != "fixmatch":
+    rule[name] = dict(config.get(name) or cls.OPTIONS)
+  return cls(rule, ctx)

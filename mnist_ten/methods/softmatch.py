@@ -70,6 +70,8 @@ def weights(confidence, mu, var, n_sigma: float):
 
 @METHODS.register("softmatch")
 class SoftMatch(FixMatch):
+  # config.softmatch as the paper and USB: EMA momentum 0.999, n_sigma 2.
+  OPTIONS = {"momentum": 0.999, "n_sigma": 2.0}
 
   def init_state(self, num_unlabeled):
     del num_unlabeled
