@@ -70,6 +70,17 @@ ROWS: Dict[str, Row] = {r.label if i is None else i: r for i, r in [
         "fixmatch:align (weak_pass=no_grad)", "fixmatch_align_no_grad", "0-1", "0d93940",
         f"{RUN} --config=configs/fixmatch.py:align --config.fixmatch.weak_pass=no_grad "
         "--seeds=0-1 --out=experiments/results/fixmatch_align_no_grad")),
+    # Issue 23: FixMatch's adaptive-threshold successors at its 2,000 steps
+    # (draw 0 first; the rows grow to 0-2 as later sittings add draws).
+    (None, Row("flexmatch", "flexmatch", "0", "a993086",
+               f"{RUN} --config=configs/flexmatch.py --seeds=0 "
+               "--out=experiments/results/flexmatch")),
+    (None, Row("freematch", "freematch", "0", "a993086",
+               f"{RUN} --config=configs/freematch.py --seeds=0 "
+               "--out=experiments/results/freematch")),
+    (None, Row("softmatch", "softmatch", "0", "a993086",
+               f"{RUN} --config=configs/softmatch.py --seeds=0 "
+               "--out=experiments/results/softmatch")),
     ("mixmatch_800", Row("mixmatch", "mixmatch_800", "0-2", "b13d47f",
                          f"{RUN} --config=configs/mixmatch.py --config.num_steps=800 --seeds=0-2 "
                          "--out=experiments/results/mixmatch_800")),
