@@ -265,6 +265,7 @@ TABLES: Dict[str, Tuple[str, Tuple[str, ...]]] = {
                           "knn")),
     "configs": ("configs", ("default", "supervised",
                             "supervised_all", "knn", "fixmatch", "fixmatch:align",
+                            "flexmatch", "freematch", "softmatch",
                             "mixmatch_800", "mixmatch_nomixup_800", "mixmatch_align",
                             "mixmatch_align_800", "mixmatch_align_nomixup_800", "simclr_knn",
                             "simclr_linear", "simclr_finetune", "simclr_propagate",
