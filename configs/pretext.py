@@ -13,9 +13,11 @@ Reuse a finished stage 1: --config.init_from=OTHER_WORKDIR/pretrain.
 
 The pretext task can also train jointly with any semi-supervised method, as
 an auxiliary loss (S4L; ReMixMatch): --config.rotation_aux.weight=0.5 on
-that method's config (docs/methods.md). Which use works best is measured in
-docs/results.md as the runs come in; as a stage before transfer it ends at
-62.89 +- 3.01% (transfer=full, draws 0-2), no better than supervised alone.
+that method's config (docs/methods.md). Which use works best (draws 0-2,
+docs/results.md): as a stage before transfer it ends at 62.89 +- 3.01%
+(transfer=full), no better than supervised alone; as an auxiliary loss in
+both rounds of configs/default.py it gives 99.05 +- 0.15% against 99.13 +-
+0.12% without it: the pretext task lifts neither.
 """
 from mnist_ten import config as config_lib
 

@@ -150,6 +150,12 @@ ROWS: Dict[str, Row] = {r.label if i is None else i: r for i, r in [
         "3807c99", f"git checkout 3807c99 && {RUN} --config=configs/default.py --seeds=0-4 "
         "--out=experiments/results/archive/default_before_graph_speedups", status="superseded",
         note="another, slower machine")),
+    ("default_rotation_aux", Row(
+        "default (rotation_aux.weight=0.5)", "default_rotation_aux", "0-2", "a993086",
+        f"{RUN} --config=configs/default.py --config.rotation_aux.weight=0.5 "
+        "--config.pretrain.rotation_aux.weight=0.5 --seeds=0-2 "
+        "--out=experiments/results/default_rotation_aux",
+        note="the rotation pretext as an auxiliary loss in both rounds (issue 23)")),
     ("default_reseed", Row(
         "default (re-seeding on)", "default_reseed", "0-2", "a60176b",
         f"{RUN} --config=configs/default.py --seeds=0-2 --out=experiments/results/default_reseed",
