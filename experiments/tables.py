@@ -157,11 +157,11 @@ ROWS: Dict[str, Row] = {r.label if i is None else i: r for i, r in [
         "--out=experiments/results/default_rotation_aux",
         note="the rotation pretext as an auxiliary loss in both rounds (issue 23)")),
     ("default_flexmatch_rule", Row(
-        "default (consistency_rule=flexmatch)", "default_flexmatch_rule", "0-1", "f2ad6d9",
+        "default (consistency_rule=flexmatch)", "default_flexmatch_rule", "0-2", "f2ad6d9",
         f"{RUN} --config=configs/default.py --config.propagate.consistency=1.0 "
         "--config.propagate.consistency_rule=flexmatch --seeds=0-2 "
         "--out=experiments/results/default_flexmatch_rule",
-        note="round 2 with FlexMatch's rule beside the graph's labels (issue 23); draw 2 to come")),
+        note="round 2 with FlexMatch's rule beside the graph's labels (issue 23)")),
     ("default_reseed", Row(
         "default (re-seeding on)", "default_reseed", "0-2", "a60176b",
         f"{RUN} --config=configs/default.py --seeds=0-2 --out=experiments/results/default_reseed",
