@@ -39,6 +39,15 @@ def _preset_row(config: str, preset: str, seeds: str, commit: str, dataset: str,
              f"--out=experiments/results/{folder}", dataset=dataset, note=note)
 
 
+def _override_row(label: str, config: str, overrides: str, folder: str, seeds: str,
+                  commit: str, note: str) -> Row:
+  """The row of `configs/CONFIG.py` with command-line `overrides`, run by
+  run_seeds.py over `seeds` into experiments/results/FOLDER."""
+  return Row(label, folder, seeds, commit,
+             f"{RUN} --config=configs/{config}.py {overrides} --seeds={seeds} "
+             f"--out=experiments/results/{folder}", note=note)
+
+
 ROWS: Dict[str, Row] = {r.label if i is None else i: r for i, r in [
     (None, Row("knn", "knn", "0-4", "b75fef7",
                f"{RUN} --config=configs/knn.py --seeds=0-4 --out=experiments/results/knn")),
@@ -150,17 +159,15 @@ ROWS: Dict[str, Row] = {r.label if i is None else i: r for i, r in [
         "3807c99", f"git checkout 3807c99 && {RUN} --config=configs/default.py --seeds=0-4 "
         "--out=experiments/results/archive/default_before_graph_speedups", status="superseded",
         note="another, slower machine")),
-    ("default_rotation_aux", Row(
-        "default (rotation_aux.weight=0.5)", "default_rotation_aux", "0-2", "a993086",
-        f"{RUN} --config=configs/default.py --config.rotation_aux.weight=0.5 "
-        "--config.pretrain.rotation_aux.weight=0.5 --seeds=0-2 "
-        "--out=experiments/results/default_rotation_aux",
+    ("default_rotation_aux", _override_row(
+        "default (rotation_aux.weight=0.5)", "default",
+        "--config.rotation_aux.weight=0.5 --config.pretrain.rotation_aux.weight=0.5",
+        "default_rotation_aux", "0-2", "a993086",
         note="the rotation pretext as an auxiliary loss in both rounds (issue 23)")),
-    ("default_flexmatch_rule", Row(
-        "default (consistency_rule=flexmatch)", "default_flexmatch_rule", "0-2", "f2ad6d9",
-        f"{RUN} --config=configs/default.py --config.propagate.consistency=1.0 "
-        "--config.propagate.consistency_rule=flexmatch --seeds=0-2 "
-        "--out=experiments/results/default_flexmatch_rule",
+    ("default_flexmatch_rule", _override_row(
+        "default (consistency_rule=flexmatch)", "default",
+        "--config.propagate.consistency=1.0 --config.propagate.consistency_rule=flexmatch",
+        "default_flexmatch_rule", "0-2", "f2ad6d9",
         note="round 2 with FlexMatch's rule beside the graph's labels (issue 23)")),
     ("default_reseed", Row(
         "default (re-seeding on)", "default_reseed", "0-2", "a60176b",
