@@ -1,14 +1,14 @@
 """Evaluators by name, chosen by `config.evals` (as big_vision's `config.evals`).
 
 Each entry of `config.evals` is `name: {type (default: the name), every
-(default: config.eval_every), options...}`. An evaluator is built once per
-run from an `EvalContext` and called with an `EvalRound` (the weights under
+(default: config.eval_every; -1: at the end only), options...}`. An evaluator
+is built once per run from an `EvalContext` and called with an `EvalRound` (the weights under
 test, a memo that evaluators share, e.g. the head's probabilities); it returns
 `{"<set>_<weights>": metrics}` for every eval set (`test`, and `val` when a
 validation set is held out) and weights (`ema`, `raw`). Every evaluator also
 runs at the end of training; `config.eval_report` names the one whose EMA
-test accuracy is the run's result ("auto": vote, else head, else knn, else
-linear_probe).
+test accuracy is the run's result ("auto": vote, else flip, else head, else
+knn, else linear_probe).
 
 Predictions run on device in jit-compiled chunks; metrics on the host.
 """
@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
+from mnist_ten import datasets
 from mnist_ten import models
 from mnist_ten import neighbors
 from mnist_ten import parallel
@@ -29,7 +30,7 @@ from mnist_ten.registry import Registry
 
 EVALUATORS: Registry = Registry("evaluator")
 # The evaluator "auto" reports, by type, first present first.
-_REPORT_ORDER = ("vote", "head", "knn", "linear_probe")
+_REPORT_ORDER = ("vote", "flip", "head", "knn", "linear_probe")
 
 
 def classification_metrics(labels: np.ndarray, predictions: np.ndarray,
@@ -215,6 +216,24 @@ class Vote(Head):
 
   def scores(self, rnd, tag, eval_set):
     return super().scores(rnd, tag, eval_set) + self.votes[eval_set.name]
+
+
+@EVALUATORS.register("flip")
+class FlipAverage(Head):
+  """The head's probabilities averaged over each image and its mirror image
+  (test-time augmentation), for data whose labels survive a horizontal flip
+  (`data.hflip`: clothes, not digits; check_config refuses the others)."""
+
+  def __init__(self, name, cfg, ctx):
+    super().__init__(name, cfg, ctx)
+    self._mirror_probs = make_predict(
+        lambda v, x: jax.nn.softmax(ctx.model.apply(v, jnp.flip(x, axis=2), train=False)),
+        ctx.batch_size, ctx.sharding, argmax=False)
+
+  def scores(self, rnd, tag, eval_set):
+    mirror = rnd.memo(("flip", tag, eval_set.name),
+                      lambda: self._mirror_probs(rnd.weights[tag], eval_set.images))
+    return (super().scores(rnd, tag, eval_set) + mirror) / 2
 
 
 @EVALUATORS.register("batches")
@@ -424,10 +443,17 @@ def check_config(config, method=None):
                       f"(known: {', '.join(EVALUATORS)})")
   for name, cfg in config.evals.items():
     every = cfg.get("every", 0)
-    if not isinstance(every, int) or every < 0 or every % config.steps_per_dispatch:
-      raise ConfigError(f"evals.{name}.every={every!r} must be 0 (eval_every) or a positive "
-                        f"multiple of steps_per_dispatch={config.steps_per_dispatch}")
+    if not isinstance(every, int) or every < -1 or (every > 0 and every % config.steps_per_dispatch):
+      raise ConfigError(f"evals.{name}.every={every!r} must be 0 (eval_every), -1 (at the end "
+                        f"only) or a positive multiple of steps_per_dispatch="
+                        f"{config.steps_per_dispatch}")
   names = list(kinds(config, method))  # unknown types are refused here
+  flips = [n for n, kind in kinds(config).items() if kind == "flip"]
+  if flips and not datasets.hflip_allowed(config.data):
+    raise ConfigError(f"evaluator {flips[0]!r} averages each test image with its mirror image, "
+                      f"but a mirror image changes {config.data.name!r}'s labels (data.hflip="
+                      f"{config.data.hflip!r}); remove it, or set data.hflip=true if flips keep "
+                      "the labels")
   if not names:
     raise ConfigError(f"none of config.evals ({', '.join(sorted(config.evals))}) applies to "
                       f"method {config.method!r}; add one, e.g. head")
@@ -437,7 +463,8 @@ def check_config(config, method=None):
 
 
 def due(evaluators: Dict[str, Evaluator], step: int, final: bool) -> List[str]:
-  return [name for name, e in evaluators.items() if final or step % e.every == 0]
+  return [name for name, e in evaluators.items()
+          if final or (e.every > 0 and step % e.every == 0)]
 
 
 def scalars(out: Dict[str, Dict[str, Dict]]) -> Dict[str, float]:

@@ -85,3 +85,46 @@ def test_cadence_overrides_from_the_command_line(toy_idx_dir, tmp_path):
   assert out.returncode == 0, out.stderr[-2000:]
   steps = [json.loads(line)["step"] for line in (tmp_path / "evals.jsonl").read_text().splitlines()]
   assert steps == [2, 4, 6, 8]
+
+
+def test_flip_averages_the_head_over_each_image_and_its_mirror():
+  import jax
+  import jax.numpy as jnp
+  from mnist_ten import input_pipeline, models
+  model = models.MODELS.get("mlp")(widths=(8,))
+  images = np.random.default_rng(0).integers(0, 256, (5, 6, 4, 1), dtype=np.uint8)
+  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 6, 4, 1)), train=False)
+  ctx = evaluate.EvalContext(
+      model=model, method=None,
+      eval_sets=[input_pipeline.EvalSet("test", jnp.asarray(images), np.zeros(5, int), images)],
+      labeled_images=None, labeled_labels=None, num_classes=10, batch_size=4, sharding=None)
+  flip = evaluate.EVALUATORS.get("flip")("flip", {}, ctx)
+  scores = flip.scores(evaluate.EvalRound({"ema": variables}), "ema", ctx.eval_sets[0])
+
+  def probs(x):
+    return np.asarray(jax.nn.softmax(model.apply(variables, jnp.asarray(x, jnp.float32) / 255,
+                                                 train=False)))
+  np.testing.assert_allclose(scores, (probs(images) + probs(images[:, :, ::-1])) / 2, atol=1e-6)
+  # A mirror image changes this MLP's output: the average is not the head's.
+  assert np.abs(probs(images) - probs(images[:, :, ::-1])).max() > 1e-3
+
+
+def test_flip_at_the_end_only_is_the_report_where_mirrors_keep_labels(toy_config, tmp_path):
+  import json
+  import pytest
+  from mnist_ten import train
+  from mnist_ten.errors import ConfigError
+  toy_config.num_steps, toy_config.eval_every = 6, 2
+  toy_config.evals = {"head": {}, "flip": {"every": -1}}
+  # The toy digits are bars along rows: a mirror image keeps the class, but
+  # 'auto' knows only named datasets.
+  with pytest.raises(ConfigError, match="mirror image changes 'toy'"):
+    train.train_and_evaluate(toy_config, tmp_path / "refused")
+  assert not (tmp_path / "refused").exists()
+  toy_config.data.hflip = "true"
+  results = train.train_and_evaluate(toy_config, tmp_path / "run")
+  evals = [json.loads(line) for line in (tmp_path / "run" / "evals.jsonl").read_text().splitlines()]
+  assert [(e["step"], sorted(k for k in e if isinstance(e[k], dict))) for e in evals] == [
+      (2, ["head"]), (4, ["head"]), (6, ["flip", "head"])]
+  assert results["report_eval"] == "flip"
+  assert results["test_accuracy_ema"] == evals[-1]["flip"]["test_ema"]["accuracy"]
