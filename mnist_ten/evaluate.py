@@ -226,6 +226,9 @@ class FlipAverage(Head):
 
   def __init__(self, name, cfg, ctx):
     super().__init__(name, cfg, ctx)
+    if any(s.images.ndim != 4 for s in ctx.eval_sets):
+      raise ConfigError(f"evaluator {name!r} (type flip) mirrors images [N, H, W, C]; this "
+                        "run's eval sets are not (bags: use evaluator mil)")
     self._mirror_probs = make_predict(
         lambda v, x: jax.nn.softmax(ctx.model.apply(v, jnp.flip(x, axis=2), train=False)),
         ctx.batch_size, ctx.sharding, argmax=False)
