@@ -58,20 +58,35 @@ def summary(rows: List[dict]) -> dict:
           "steps": "+".join(map(str, rows[0].get("steps_all_stages", [rows[0]["steps"]])))}
 
 
+def lowest_class(r: dict):
+  """(class index, EMA test accuracy) of a run's weakest class, or None when
+  its results.json predates per-class accuracies: a collapsed class shows here
+  when the mean hides it."""
+  per_class = r.get("test_per_class_accuracy_ema")
+  if not per_class:
+    return None
+  c = int(np.argmin(per_class))
+  return c, per_class[c]
+
+
 def seed_table(rows: List[dict]):
   """(markdown, csv) with one row per seed and a summary line."""
   s = summary(rows)
-  md = ["| label seed | test acc. EMA (%) | test acc. raw (%) | macro-F1 EMA | steps | "
-        "train time (min) | wall time (min) | images/s |", "|---|---|---|---|---|---|---|---|"]
-  csv = ["label_seed,test_accuracy_ema,test_accuracy_raw,test_macro_f1_ema,steps,"
-         "train_seconds,wall_seconds,images_per_second"]
+  md = ["| label seed | test acc. EMA (%) | test acc. raw (%) | macro-F1 EMA | lowest class (%) | "
+        "steps | train time (min) | wall time (min) | images/s |",
+        "|---|---|---|---|---|---|---|---|---|"]
+  csv = ["label_seed,test_accuracy_ema,test_accuracy_raw,test_macro_f1_ema,lowest_class,"
+         "lowest_class_accuracy,steps,train_seconds,wall_seconds,images_per_second"]
   for r in rows:
+    low = lowest_class(r)
     md.append(f"| {r['label_seed']} | {100 * r['test_accuracy_ema']:.2f} | "
               f"{100 * r['test_accuracy_raw']:.2f} | {r['test_macro_f1_ema']:.4f} | "
+              f"{f'{low[0]}: {100 * low[1]:.1f}' if low else ''} | "
               f"{r['steps']} | {_train_seconds(r) / 60:.1f} | "
               f"{r['wall_seconds'] / 60:.1f} | {r['images_per_second']:.0f} |")
     csv.append(f"{r['label_seed']},{r['test_accuracy_ema']},{r['test_accuracy_raw']},"
-               f"{r['test_macro_f1_ema']},{r['steps']},{_train_seconds(r):.1f},"
+               f"{r['test_macro_f1_ema']},{low[0] if low else ''},{low[1] if low else ''},"
+               f"{r['steps']},{_train_seconds(r):.1f},"
                f"{r['wall_seconds']:.1f},{r['images_per_second']:.1f}")
   md.append(f"\n**{s['config']}** on {s['dataset']}, {s['runs']} label seeds: "
             f"**{s['mean']:.2f} ± {s['std']:.2f}%** (min {s['min']:.2f}, max {s['max']:.2f}); "

@@ -12,7 +12,7 @@ are kept in git (.gitignore), its checkpoints and logs are not. `{seed}` in
 reused per draw, e.g.
 --config.init_from=experiments/results/pretext/seed_{seed}/pretrain.
 Writes OUT/table.md and OUT/table.csv: per-seed accuracy of the final (EMA)
-model, mean ± std, min, max, and times.
+model and its lowest class, mean ± std, min, max, and times.
 """
 import pathlib
 import sys

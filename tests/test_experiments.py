@@ -32,6 +32,19 @@ def test_train_time_and_steps_count_every_stage_and_preparation(tmp_path):
   assert report.load_results(tmp_path / "pretrain") == restored
 
 
+def test_seed_table_names_each_draws_lowest_class():
+  base = {"config": "c", "dataset": "mnist", "test_accuracy_raw": 0.9, "test_macro_f1_ema": 0.9,
+          "steps": 5, "train_seconds": 60.0, "wall_seconds": 66.0, "images_per_second": 100.0}
+  rows = [dict(base, label_seed=0, test_accuracy_ema=0.9,
+               test_per_class_accuracy_ema=[0.99, 0.052, 0.97]),
+          dict(base, label_seed=1, test_accuracy_ema=0.95)]  # from before per-class accuracies
+  md, csv = report.seed_table(rows)
+  lines = md.splitlines()
+  assert lines[0].split(" | ")[4] == "lowest class (%)"
+  assert lines[2].split(" | ")[4] == "1: 5.2" and lines[3].split(" | ")[4] == ""
+  assert csv.splitlines()[1].split(",")[4:6] == ["1", "0.052"]
+
+
 def _finished(workdir, seed, accuracy, config="default", dataset="mnist", lr=0.1):
   workdir.mkdir(parents=True)
   (workdir / "config.json").write_text(json.dumps(
