@@ -7,6 +7,7 @@ Presets (after the colon, comma-separated):
              and padded crops, 15 epochs, tested with each image and its mirror (the
              project's best fully supervised Fashion-MNIST; the seed blog's: baselines.py)
   model=NAME any registered model (mlp, small_cnn, lenet, resnet) with its defaults
+             (fashion,model=resnet: the narrower default widths)
 """
 from mnist_ten import config as config_lib
 

@@ -245,6 +245,9 @@ def time_to_accuracy(config, target, eval_every, label_seed, workdir=None):
   stage, stages = config, []
   while stage.get("method"):
     stage.eval_every = eval_every
+    for cfg in stage.evals.values():
+      if cfg.get("every") == -1:  # at the end only: the curve needs every evaluation
+        cfg.every = 0
     stage.plots = False  # figures are not training time (every stage takes the last's)
     stages.append(stage)
     stage = stage.pretrain

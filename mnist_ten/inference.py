@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mnist_ten import evaluate
 from mnist_ten import input_pipeline
 from mnist_ten import run
 from mnist_ten.errors import InputError, WorkdirError
@@ -128,13 +129,16 @@ class Classifier:
     return jax.tree.map(lambda *leaves: np.concatenate(leaves), *parts)
 
 
-def load_classifier(workdir, *, use_ema: bool = True, vote: bool = True) -> Classifier:
+def load_classifier(workdir, *, use_ema: bool = True, vote: bool = True,
+                    mirror: bool = True) -> Classifier:
   """The latest checkpoint of the run in `workdir` as a `Classifier`.
 
   A run whose method votes with the network (`propagate.vote`) predicts as it
   was evaluated, network and vote together; the vote's graph is rebuilt from
   the run's data and split, as training built it (about a minute on a
-  CPU). vote=False: the network alone, at once."""
+  CPU). vote=False: the network alone, at once. A run that reports its `flip`
+  evaluator averages each image with its mirror image, as evaluated;
+  mirror=False: the images as given."""
   parts = run.Parts.from_workdir(workdir)
   method, num_classes, image_shape = parts.method, parts.num_classes, parts.image_shape
   if not method.trains:  # nearest neighbour: the labeled examples are the model
@@ -152,9 +156,17 @@ def load_classifier(workdir, *, use_ema: bool = True, vote: bool = True) -> Clas
   if vote and method.votes:
     prepare_method(parts)  # the vote's graph, as training built it
     vote_fn = method.vote
+  averaged = mirror and evaluate.kinds(parts.config).get(
+      evaluate.report_for(parts.config, method)) == "flip"
+
+  def probs(images):
+    out = jax.nn.softmax(model.apply(variables, images, train=False))
+    if averaged:
+      out = (out + jax.nn.softmax(model.apply(variables, jnp.flip(images, axis=2),
+                                              train=False))) / 2
+    return out
   return Classifier(
-      lambda images: jax.nn.softmax(model.apply(variables, images, train=False)),
-      image_shape, num_classes, checkpoint=pathlib.Path(workdir) / "checkpoints" / str(step),
+      probs, image_shape, num_classes, checkpoint=pathlib.Path(workdir) / "checkpoints" / str(step),
       features_fn=lambda images: model.apply(variables, images, train=False,
                                              output="features"),
       vote_fn=vote_fn, layers_fn=lambda images: _encoder_layers(model, variables, images),

@@ -212,6 +212,16 @@ def test_time_to_accuracy_leaves_out_the_timing_evaluations(toy_config, tmp_path
   assert record["final_test_accuracy_ema"] == record["curve"][-1][2]
 
 
+def test_time_to_accuracy_times_a_report_evaluated_at_the_end_only(toy_config, tmp_path):
+  from experiments import speed
+  toy_config.num_steps, toy_config.checkpoint_every = 6, 6
+  toy_config.data.hflip = "true"
+  toy_config.evals = {"head": {}, "flip": {"every": -1}}  # as supervised:fashion
+  record = speed.time_to_accuracy(toy_config, target=0.0, eval_every=2, label_seed=0,
+                                  workdir=tmp_path)
+  assert [step for _, step, _ in record["curve"]] == [2, 4, 6]
+
+
 def test_time_to_accuracy_refuses_a_workdir_that_holds_a_run(toy_config, tmp_path):
   # A run there would resume, and the time would not be from scratch.
   from experiments import speed

@@ -87,3 +87,17 @@ def test_float_images_outside_zero_one_are_refused(toy_config, tmp_path):
   with pytest.raises(ValueError, match=r"float images must lie in \[0, 1\], these lie in "
                                        r"\[0, 255\]: pass scale=255"):
     clf(test.test_images.astype(np.float32))
+
+
+def test_load_classifier_of_a_mirror_averaged_run_predicts_as_the_run_was_evaluated(
+    toy_config, tmp_path):
+  toy_config.data.hflip = "true"  # the toy bars lie along rows: a mirror keeps the class
+  toy_config.evals = {"head": {}, "flip": {"every": -1}}
+  results = mnist_ten.train_and_evaluate(toy_config, tmp_path)
+  assert results["report_eval"] == "flip"
+  test = datasets.load_idx_dir(toy_config.data.idx_dir)
+  labels, probs = mnist_ten.load_classifier(tmp_path)(test.test_images)
+  assert np.mean(labels == test.test_labels) == pytest.approx(results["test_accuracy_ema"])
+  _, plain = mnist_ten.load_classifier(tmp_path, mirror=False)(test.test_images)
+  _, mirrored = mnist_ten.load_classifier(tmp_path, mirror=False)(test.test_images[:, :, ::-1])
+  np.testing.assert_allclose(probs, (plain + mirrored) / 2, atol=1e-5)
