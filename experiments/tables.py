@@ -302,6 +302,7 @@ TABLES: Dict[str, Tuple[str, Tuple[str, ...]]] = {
     # experiments/mil.py and experiments/ensemble.py.
     "mil": ("file", ("mil/table.md",)),
     "ensemble_supervised_all": ("file", ("ensemble_supervised_all/table.md",)),
+    "ensemble_supervised_all_15ep": ("file", ("ensemble_supervised_all_15ep/table.md",)),
     "ensemble_default": ("file", ("ensemble_default/table.md",)),
     # experiments/stress.py and experiments/proposer.py (issue 21): the first
     # propagation alone (--graph_only), then the whole recipe.
