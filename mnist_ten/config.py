@@ -104,9 +104,10 @@ def base() -> ml_collections.ConfigDict:
   # configs/pretext.py); empty: one stage.
   c.pretrain = ml_collections.ConfigDict()
   # What a run evaluates, by name (see mnist_ten/evaluate.py): each entry is
-  # {type (default: the name), every (default: eval_every), options}; "vote"
-  # applies only to a method that votes. eval_report: the one whose EMA test
-  # accuracy is the result ("auto": vote, else flip, else head, else knn, else linear_probe).
+  # {type (default: the name), every (default: eval_every; -1: at the end only),
+  # options}; "vote" applies only to a method that votes. eval_report: the one
+  # whose EMA test accuracy is the result ("auto": vote, else flip, else head,
+  # else knn, else linear_probe).
   c.evals = ml_collections.ConfigDict({"head": {"every": 0}, "vote": {"every": 0}})
   c.eval_report = "auto"
   c.eval_median_of = 5  # results.json also reports the median of the last 5 evaluations

@@ -2,8 +2,9 @@
 
 Each entry of `config.evals` is `name: {type (default: the name), every
 (default: config.eval_every; -1: at the end only), options...}`. An evaluator
-is built once per run from an `EvalContext` and called with an `EvalRound` (the weights under
-test, a memo that evaluators share, e.g. the head's probabilities); it returns
+is built once per run from an `EvalContext` and called with an `EvalRound`
+(the weights under test, a memo that evaluators share, e.g. the head's
+probabilities); it returns
 `{"<set>_<weights>": metrics}` for every eval set (`test`, and `val` when a
 validation set is held out) and weights (`ema`, `raw`). Every evaluator also
 runs at the end of training; `config.eval_report` names the one whose EMA
@@ -218,6 +219,11 @@ class Vote(Head):
     return super().scores(rnd, tag, eval_set) + self.votes[eval_set.name]
 
 
+def mirror(images):
+  """Each image [N, H, W, C] mirrored left to right (`flip` and load_classifier)."""
+  return jnp.flip(images, axis=2)
+
+
 @EVALUATORS.register("flip")
 class FlipAverage(Head):
   """The head's probabilities averaged over each image and its mirror image
@@ -230,7 +236,7 @@ class FlipAverage(Head):
       raise ConfigError(f"evaluator {name!r} (type flip) mirrors images [N, H, W, C]; this "
                         "run's eval sets are not (bags: use evaluator mil)")
     self._mirror_probs = make_predict(
-        lambda v, x: jax.nn.softmax(ctx.model.apply(v, jnp.flip(x, axis=2), train=False)),
+        lambda v, x: jax.nn.softmax(ctx.model.apply(v, mirror(x), train=False)),
         ctx.batch_size, ctx.sharding, argmax=False)
 
   def scores(self, rnd, tag, eval_set):

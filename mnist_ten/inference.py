@@ -162,7 +162,7 @@ def load_classifier(workdir, *, use_ema: bool = True, vote: bool = True,
   def probs(images):
     out = jax.nn.softmax(model.apply(variables, images, train=False))
     if averaged:
-      out = (out + jax.nn.softmax(model.apply(variables, jnp.flip(images, axis=2),
+      out = (out + jax.nn.softmax(model.apply(variables, evaluate.mirror(images),
                                               train=False))) / 2
     return out
   return Classifier(
