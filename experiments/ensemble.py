@@ -1,18 +1,22 @@
 """Ensembles over label draws: for each draw, N members of one config that
-differ by initialisation seed, then their soft vote, hard vote and selection
-(mnist_ten/ensemble.py).
+differ by initialisation seed (and by any settings given per member), then
+their soft vote, hard vote and selection (mnist_ten/ensemble.py).
 
     python experiments/ensemble.py --config=configs/supervised.py:all \
         --config.data.validation_size=5000 --members=5 --seeds=0 \
         --selector=validation --out=experiments/results/ensemble_supervised_all
     python experiments/ensemble.py --config=configs/default.py --members=3 \
         --seeds=0-2 --selector=agreement --out=experiments/results/ensemble_default
+    python experiments/ensemble.py --config=configs/supervised.py:all --members=3 \
+        --member_override=1:model=lenet --member_override=2:model.widths="(32,64,128)" ...
 
 Member m of draw d trains in OUT/seed_d/member_m (data.label_seed = d, seed =
-m): finished members are reused, unfinished ones resume from their
-checkpoints, so an ensemble can grow over sittings. OUT/seed_d/results.json
-holds the combination (its test_accuracy_ema is the soft vote's) and every
-member's accuracy; OUT/table.md and table.csv the rows over draws.
+m, then member m's `--member_override` settings): finished members are
+reused (a finished member of other settings is refused), unfinished ones
+resume from their checkpoints, so an ensemble can grow over sittings.
+OUT/seed_d/results.json holds the combination (its test_accuracy_ema is the
+soft vote's) and every member's accuracy; OUT/table.md and table.csv the rows
+over draws.
 """
 import pathlib
 import sys
@@ -25,6 +29,7 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from experiments import report  # pylint: disable=g-import-not-at-top
 from experiments import run_seeds  # pylint: disable=g-import-not-at-top
+from mnist_ten import config as config_lib  # pylint: disable=g-import-not-at-top
 from mnist_ten import ensemble  # pylint: disable=g-import-not-at-top
 from mnist_ten import errors  # pylint: disable=g-import-not-at-top
 from mnist_ten import train  # pylint: disable=g-import-not-at-top
@@ -34,25 +39,53 @@ from mnist_ten import workdir as workdir_lib  # pylint: disable=g-import-not-at-
 _MEMBERS = flags.DEFINE_integer("members", 3, "Members per draw (init seeds 0..N-1).")
 _SELECTOR = flags.DEFINE_enum("selector", "agreement", list(ensemble.SELECTORS),
                               "How the selector scores members.")
+_MEMBER_OVERRIDE = flags.DEFINE_multi_string(
+    "member_override", [], "M:key.path=value: member M's own setting on top of --config "
+    "(repeatable), e.g. 1:propagate.k=15 or 2:model=lenet; the others keep --config's.")
 _TOLERANCE = flags.DEFINE_float("tolerance", 0.005,
                                 "The selector keeps members scoring within this of the best.")
 
 
+def parse_member_overrides(texts, num_members: int) -> dict:
+  """['1:propagate.k=15', ...] -> {1: ['propagate.k=15'], ...}."""
+  out = {}
+  for text in texts:
+    member, sep, setting = text.partition(":")
+    if not sep or not member.strip().isdigit() or int(member) >= num_members:
+      raise errors.ConfigError(
+          f"--member_override={text!r}: write it as M:key.path=value with M a member "
+          f"from 0 to {num_members - 1}")
+    out.setdefault(int(member), []).append(setting)
+  return out
+
+
+def member_config(config, draw: int, member: int, overrides=()):
+  """Member `member` of draw `draw`: the draw's labeled examples, the member's
+  own initialisation and batches, and its own settings."""
+  config_m = run_seeds.config_for(config, draw, seed=member)
+  for text in overrides:
+    config_lib.override(config_m, text)
+  return config_m
+
+
 def run_draw(config, draw: int, num_members: int, out: pathlib.Path, selector: str,
-             tolerance: float) -> dict:
+             tolerance: float, member_overrides=None) -> dict:
   """Trains (or reuses) the members of one draw, combines them, writes
   OUT/seed_DRAW/results.json."""
   ensemble.check(selector, config, num_members, tolerance)  # before any member trains
+  member_overrides = member_overrides or {}
+  configs = [member_config(config, draw, m, member_overrides.get(m, ()))
+             for m in range(num_members)]  # every override checked before any member trains
   draw_dir = out / f"seed_{draw}"
   rows = []
   for m in range(num_members):
     workdir = draw_dir / f"member_{m}"
     done = report.load_results(workdir)
-    if done is None:
-      # The draw's labeled examples; the member's own initialisation and batches.
-      config_m = run_seeds.config_for(config, draw, seed=m)
+    if done is not None:
+      run_seeds.check_finished(workdir, configs[m])
+    else:
       logging.info("draw %d, member %d -> %s", draw, m, workdir)
-      train.train_and_evaluate(config_m, workdir)
+      train.train_and_evaluate(configs[m], workdir)
       done = report.load_results(workdir)  # with every stage's time counted
     rows.append(done)
   members = [ensemble.load_member(draw_dir / f"member_{m}") for m in range(num_members)]
@@ -61,6 +94,7 @@ def run_draw(config, draw: int, num_members: int, out: pathlib.Path, selector: s
   record = {
       "config": f"{first['config']} x{num_members}", "dataset": first["dataset"],
       "label_seed": draw, "members_config": first["config"],
+      "member_overrides": {str(m): list(v) for m, v in sorted(member_overrides.items())},
       # The soft vote of the members' final (EMA) models.
       "test_accuracy_ema": combined["soft_vote"]["accuracy"],
       "test_macro_f1_ema": combined["soft_vote"]["macro_f1"],
@@ -118,8 +152,10 @@ def main(argv):
   del argv
   logging.get_absl_handler().addFilter(train.OwnLogs())
   out = pathlib.Path(flags.FLAGS.out)
+  overrides = parse_member_overrides(_MEMBER_OVERRIDE.value, _MEMBERS.value)
   for draw in run_seeds.parse_seeds(flags.FLAGS.seeds):
-    run_draw(flags.FLAGS.config, draw, _MEMBERS.value, out, _SELECTOR.value, _TOLERANCE.value)
+    run_draw(flags.FLAGS.config, draw, _MEMBERS.value, out, _SELECTOR.value, _TOLERANCE.value,
+             overrides)
     table(out)
   print(table(out))
 

@@ -58,6 +58,16 @@ def config_for(config, label_seed: int, seed: int = None):
   return out
 
 
+def check_finished(workdir: pathlib.Path, config):
+  """Refuses to reuse a finished run of another config: its numbers would
+  join this table as if this config had made them."""
+  diffs = train.saved_differences(workdir, config, finished=True)
+  if diffs:
+    raise errors.WorkdirError(
+        f"{str(workdir)!r} holds a finished run of a different config ({diffs}); "
+        "use another --out, or delete that folder to run it again")
+
+
 def run(config, seeds, out) -> List[dict]:
   """Runs (or resumes, or skips when finished) `config` for each label seed in
   OUT/seed_N, writes OUT/table.md and OUT/table.csv, returns the results."""
@@ -74,6 +84,7 @@ def run(config, seeds, out) -> List[dict]:
       train.train_and_evaluate(config_n, workdir)
       done = report.load_results(workdir)  # with every stage's time counted
     else:
+      check_finished(workdir, config_for(config, seed))
       logging.warning("label seed %d: finished earlier in %s (test accuracy %.4f), skipped; "
                       "delete that folder to run it again", seed, workdir,
                       done["test_accuracy_ema"])

@@ -3,6 +3,7 @@
 Config files call `base()` and change what their method needs; presets come
 from the string after the colon (`configs/supervised.py:quick,model=mlp`).
 """
+import ast
 import inspect
 import json
 import re
@@ -143,6 +144,38 @@ def parse_arg(arg) -> Tuple[set, Dict[str, str]]:
   return flags, options
 
 
+def override(config, text: str):
+  """Sets one `key.path=value` in `config` as `--config.key.path=value` would:
+  the value a Python literal, or a string; `...model=NAME` gives that model
+  with its defaults (as the `model=NAME` preset)."""
+  key, sep, value = text.partition("=")
+  if not sep or not key.strip():
+    raise ConfigError(f"override {text!r}: write it as key.path=value")
+  *path, last = key.strip().split(".")
+  parent = config
+  try:
+    for part in path:
+      parent = parent[part]
+    old = parent[last]
+  except (KeyError, AttributeError, TypeError):
+    raise ConfigError(f"override {text!r}: the config has no key {key.strip()!r}") from None
+  if last == "model" and isinstance(old, ml_collections.ConfigDict):
+    parent[last] = model_config(value.strip())
+    return config
+  try:
+    parsed = ast.literal_eval(value.strip())
+  except (ValueError, SyntaxError):
+    parsed = value.strip()
+  if isinstance(old, str):
+    parsed = value.strip()
+  try:
+    parent[last] = parsed
+  except TypeError:
+    raise ConfigError(f"override {text!r}: {key.strip()} must be {type(old).__name__}, "
+                      f"got {parsed!r}") from None
+  return config
+
+
 def check_preset(name: str, flags: set, options: dict, known_flags=(), known_options=()):
   unknown = (flags - set(known_flags)) | (set(options) - set(known_options))
   if unknown:
@@ -247,17 +280,18 @@ def to_json(config) -> str:
   return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
 
 
-def differences(saved: dict, current: dict, ignore=(), prefix="") -> list:
-  """Dotted keys whose values differ between two config dicts."""
+def differences(saved: dict, current: dict, ignore=(), prefix="", newer_keys=False) -> list:
+  """Dotted keys whose values differ between two config dicts (`newer_keys`:
+  not the keys `saved` lacks, added to the code after it was written)."""
   out = []
   for key in sorted(set(saved) | set(current)):
     path = prefix + key
     # A key ignored at the top is ignored in every stage (pretrain.pretrain.KEY).
-    if re.sub(r"^(pretrain\.)+", "", path) in ignore:
+    if re.sub(r"^(pretrain\.)+", "", path) in ignore or (newer_keys and key not in saved):
       continue
     a, b = saved.get(key, "<absent>"), current.get(key, "<absent>")
     if isinstance(a, dict) and isinstance(b, dict):
-      out += differences(a, b, ignore, path + ".")
+      out += differences(a, b, ignore, path + ".", newer_keys)
     elif json.dumps(a, default=str) != json.dumps(b, default=str):
       out.append(f"{path}: {a!r} -> {b!r}")
   return out

@@ -46,7 +46,7 @@ from mnist_ten.metric_writer import MetricWriter
 
 # Config keys that may change between a run and its resumption: where the data
 # is read from and how often to log do not change what is computed.
-RESUME_MAY_CHANGE = ("data.data_dir", "data.idx_dir", "data.cache_dir",
+RESUME_MAY_CHANGE = ("data.data_dir", "data.idx_dir", "data.cache_dir", "data.dir",
                      "data.download", "log_every", "eval_every", "keep_checkpoints",
                      "eval_with", "reevaluate", "share_warn", "compilation_cache",
                      *config_lib.EVAL_KEYS)
@@ -267,24 +267,45 @@ def check_workdir(workdir: pathlib.Path, config):
   if workdir.exists() and not workdir.is_dir():
     raise WorkdirError(f"--workdir {str(workdir)!r} is a file, not a folder; name a folder "
                        "(a new one starts a run, an existing run's resumes it)")
+  if not (workdir / "config.json").exists() and (workdir / "checkpoints").exists():
+    raise WorkdirError(f"workdir {str(workdir)!r} holds checkpoints but no "
+                       "config.json; use another --workdir")
+  diffs = saved_differences(workdir, config)
+  if diffs:
+    raise WorkdirError(
+        f"workdir {str(workdir)!r} holds a run of a different config ({diffs}). "
+        "Use another --workdir, or delete this one to start over.")
+
+
+def _resolved_by_training(config) -> tuple:
+  """What a finished run's config.json holds that its command did not say:
+  the inputs' statistics, steps and cadences from num_epochs, the stage
+  chain's init_from."""
+  keys = ("model.standardize",)
+  if config.get("num_epochs"):
+    keys += ("num_steps", "log_every", "eval_every", "checkpoint_every")
+  if config.get("pretrain", {}).get("method") and not config.init_from:
+    keys += ("init_from",)
+  return keys
+
+
+def saved_differences(workdir: pathlib.Path, config, finished: bool = False) -> str:
+  """How the config saved in WORKDIR differs from `config` (up to five
+  differences, '' when none or when nothing is saved). `finished`: `config`
+  as a command gives it, before training resolves some keys, and the keys
+  added to the code since the run are not differences."""
   saved_path = workdir / "config.json"
   if not saved_path.exists():
-    if (workdir / "checkpoints").exists():
-      raise WorkdirError(f"workdir {str(workdir)!r} holds checkpoints but no "
-                         "config.json; use another --workdir")
-    return
+    return ""
   try:
     # With the keys added since it was written at their defaults.
     saved = config_lib.from_saved(json.loads(saved_path.read_text())).to_dict()
   except json.JSONDecodeError:
-    raise WorkdirError(f"{saved_path} is not valid JSON; use another --workdir") from None
+    raise WorkdirError(f"{saved_path} is not valid JSON; use another folder") from None
+  ignore = RESUME_MAY_CHANGE + (_resolved_by_training(config) if finished else ())
   diffs = config_lib.differences(saved, json.loads(config_lib.to_json(config)),
-                                 ignore=RESUME_MAY_CHANGE)
-  if diffs:
-    raise WorkdirError(
-        f"workdir {str(workdir)!r} holds a run of a different config "
-        f"({'; '.join(diffs[:5])}{'; ...' if len(diffs) > 5 else ''}). "
-        "Use another --workdir, or delete this one to start over.")
+                                 ignore=ignore, newer_keys=finished)
+  return "; ".join(diffs[:5]) + ("; ..." if len(diffs) > 5 else "")
 
 
 class OwnLogs(py_logging.Filter):

@@ -8,7 +8,7 @@ import pytest
 
 from experiments import ensemble as ensemble_exp
 from mnist_ten import ensemble
-from mnist_ten.errors import ConfigError
+from mnist_ten.errors import ConfigError, WorkdirError
 
 
 def test_soft_and_hard_votes_by_hand():
@@ -80,17 +80,24 @@ def test_selectors_the_members_cannot_serve_are_refused_before_any_training(toy_
 def test_ensemble_script_trains_members_once_and_writes_the_combination(toy_config, tmp_path):
   toy_config.data.labels_per_class = 3
   out = tmp_path / "ens"
-  record = ensemble_exp.run_draw(toy_config, 0, 3, out, "agreement", 0.005)
+  overrides = ensemble_exp.parse_member_overrides(["2:model.widths=(16,)"], 3)
+  record = ensemble_exp.run_draw(toy_config, 0, 3, out, "agreement", 0.005, overrides)
   assert len(record["member_test_accuracy_ema"]) == 3
+  assert record["member_overrides"] == {"2": ["model.widths=(16,)"]}
   for m in (0, 1, 2):
     saved = json.loads((out / "seed_0" / f"member_{m}" / "config.json").read_text())
     assert saved["seed"] == m and saved["data"]["label_seed"] == 0  # same labels, own init
+    assert saved["model"]["widths"] == ([16] if m == 2 else [32])  # and its own settings
+  # A finished member is not reused for other settings: its numbers would be the wrong model's.
+  with pytest.raises(WorkdirError, match=r"member_2' holds a finished run of a different "
+                                         r"config \(model.widths: \[16\] -> \[32\]\)"):
+    ensemble_exp.run_draw(toy_config, 0, 3, out, "agreement", 0.005)
   a, b = (json.loads((out / "seed_0" / f"member_{m}" / "split.json").read_text())
           for m in (0, 1))
   assert a["labeled"] == b["labeled"]
   assert 0.0 <= record["test_accuracy_ema"] <= 1.0 and "hard_vote" in record
   stamp = (out / "seed_0" / "member_0" / "results.json").stat().st_mtime_ns
-  again = ensemble_exp.run_draw(toy_config, 0, 3, out, "agreement", 0.005)
+  again = ensemble_exp.run_draw(toy_config, 0, 3, out, "agreement", 0.005, overrides)
   assert (out / "seed_0" / "member_0" / "results.json").stat().st_mtime_ns == stamp  # reused
   assert again["test_accuracy_ema"] == record["test_accuracy_ema"]
   # What git keeps of a member (results, config, split, cached probabilities)
@@ -100,8 +107,31 @@ def test_ensemble_script_trains_members_once_and_writes_the_combination(toy_conf
     for path in (out / "seed_0" / f"member_{m}").iterdir():
       if path.name not in kept:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
-  fresh = ensemble_exp.run_draw(toy_config, 0, 3, out, "agreement", 0.005)
+  fresh = ensemble_exp.run_draw(toy_config, 0, 3, out, "agreement", 0.005, overrides)
   assert fresh["test_accuracy_ema"] == record["test_accuracy_ema"]
   assert fresh["selected"] == record["selected"]
   table = ensemble_exp.table(out)
   assert "soft vote" in table and "| 0 |" in table
+
+
+@pytest.mark.parametrize("text,message", [
+    ("3:seed=1", "M a member from 0 to 2"), ("x:seed=1", "M a member from 0 to 2"),
+    ("seed=1", "write it as M:key.path=value")])
+def test_member_overrides_name_a_member_that_exists(text, message):
+  with pytest.raises(ConfigError, match=message):
+    ensemble_exp.parse_member_overrides([text], 3)
+
+
+def test_a_member_setting_is_typed_like_the_key_it_sets(toy_config):
+  from mnist_ten import config as config_lib
+  config_lib.override(toy_config, "optim.lr=1")
+  assert toy_config.optim.lr == 1.0 and isinstance(toy_config.optim.lr, float)
+  config_lib.override(toy_config, "augment.labeled=hflip|crop(pad=2)")
+  assert toy_config.augment.labeled == "hflip|crop(pad=2)"
+  config_lib.override(toy_config, "model=lenet")  # a model with all its defaults
+  assert toy_config.model.name == "lenet" and "widths" not in toy_config.model
+  for text, message in (("optim.nope=1", "the config has no key 'optim.nope'"),
+                        ("batch_size=many", "batch_size must be int, got 'many'"),
+                        ("optim.lr", "write it as key.path=value")):
+    with pytest.raises(ConfigError, match=message):
+      config_lib.override(toy_config, text)

@@ -150,6 +150,12 @@ def test_seed_runner_writes_the_table_skips_finished_seeds_and_reuses_stages(toy
   assert (tmp_path / "first" / "seed_1" / "log.txt").read_text() == log
   # The table still holds seed 0, finished in the earlier sitting.
   assert (tmp_path / "first" / "table.md").read_text() == table
+  # A finished seed of another config is refused, not counted as this one's.
+  toy_config.optim.lr = 0.05
+  with pytest.raises(MnistTenError, match=r"seed_1' holds a finished run of a different config "
+                                          r"\(optim.lr: 0.1 -> 0.05\); use another --out"):
+    run_seeds.run(toy_config, [1], tmp_path / "first")
+  toy_config.optim.lr = 0.1
   # `{seed}` in init_from names each draw's own earlier run.
   toy_config.init_from = str(tmp_path / "first" / "seed_{seed}")
   run_seeds.run(toy_config, [0, 1], tmp_path / "second")

@@ -62,7 +62,10 @@ def _launch(workdir, idx_dir, env, *extra):
   return subprocess.Popen(
       [sys.executable, "launch.py", "--config=configs/fixmatch.py:quick",
        "--config.data.name=toy", f"--config.data.idx_dir={idx_dir}",
-       "--config.eval_batch_size=20", f"--workdir={workdir}", *extra],
+       "--config.eval_batch_size=20", "--config.num_steps=8", "--config.log_every=4",
+       "--config.checkpoint_every=4", "--config.eval_every=8",
+       "--config.plots=False",  # figures are test_plots.py's; seconds in each process
+       f"--workdir={workdir}", *extra],
       cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
