@@ -55,6 +55,10 @@ def parse_member_overrides(texts, num_members: int) -> dict:
       raise errors.ConfigError(
           f"--member_override={text!r}: write it as M:key.path=value with M a member "
           f"from 0 to {num_members - 1}")
+    if setting.split("=")[0].strip().split(".")[0] in ("data", "seed"):
+      raise errors.ConfigError(
+          f"--member_override={text!r}: the members of a draw share its data and split, and "
+          "each takes its member number as seed; vary anything else")
     out.setdefault(int(member), []).append(setting)
   return out
 
@@ -64,8 +68,25 @@ def member_config(config, draw: int, member: int, overrides=()):
   own initialisation and batches, and its own settings."""
   config_m = run_seeds.config_for(config, draw, seed=member)
   for text in overrides:
-    config_lib.override(config_m, text)
+    try:
+      config_lib.override(config_m, text)
+    except errors.ConfigError as e:
+      raise errors.ConfigError(f"--member_override for member {member}: {e}") from None
   return config_m
+
+
+def check_draw(config, draw: int, num_members: int, out: pathlib.Path, member_overrides):
+  """(each member's config, its finished results or None): every setting
+  applied and every finished member checked against it, before any trains."""
+  configs = [member_config(config, draw, m, member_overrides.get(m, ()))
+             for m in range(num_members)]
+  finished = []
+  for m, config_m in enumerate(configs):
+    workdir = out / f"seed_{draw}" / f"member_{m}"
+    finished.append(report.load_results(workdir))
+    if finished[-1] is not None:
+      run_seeds.check_finished(workdir, config_m)
+  return configs, finished
 
 
 def run_draw(config, draw: int, num_members: int, out: pathlib.Path, selector: str,
@@ -74,16 +95,12 @@ def run_draw(config, draw: int, num_members: int, out: pathlib.Path, selector: s
   OUT/seed_DRAW/results.json."""
   ensemble.check(selector, config, num_members, tolerance)  # before any member trains
   member_overrides = member_overrides or {}
-  configs = [member_config(config, draw, m, member_overrides.get(m, ()))
-             for m in range(num_members)]  # every override checked before any member trains
   draw_dir = out / f"seed_{draw}"
+  configs, finished = check_draw(config, draw, num_members, out, member_overrides)
   rows = []
-  for m in range(num_members):
+  for m, done in enumerate(finished):
     workdir = draw_dir / f"member_{m}"
-    done = report.load_results(workdir)
-    if done is not None:
-      run_seeds.check_finished(workdir, configs[m])
-    else:
+    if done is None:
       logging.info("draw %d, member %d -> %s", draw, m, workdir)
       train.train_and_evaluate(configs[m], workdir)
       done = report.load_results(workdir)  # with every stage's time counted
@@ -141,8 +158,11 @@ def table(out: pathlib.Path) -> str:
       std = values.std(ddof=1) if len(values) > 1 else 0.0
       lines.append(f"- {name}: **{values.mean():.2f} ± {std:.2f}%** (min {values.min():.2f}, "
                    f"max {values.max():.2f})")
+    own = "; ".join(f"member {m}: {', '.join(v)}"
+                    for m, v in done[0].get("member_overrides", {}).items())
     md.append(f"\n**{done[0]['config']}** on {done[0]['dataset']}, {len(done)} label draw(s) "
-              f"({report.seed_ranges(r['label_seed'] for r in done)}):\n" + "\n".join(lines))
+              f"({report.seed_ranges(r['label_seed'] for r in done)})"
+              f"{f' (own settings: {own})' if own else ''}:\n" + "\n".join(lines))
   (out / "table.md").write_text("\n".join(md) + "\n")
   (out / "table.csv").write_text("\n".join(csv) + "\n")
   return "\n".join(md) + "\n"
@@ -153,7 +173,10 @@ def main(argv):
   logging.get_absl_handler().addFilter(train.OwnLogs())
   out = pathlib.Path(flags.FLAGS.out)
   overrides = parse_member_overrides(_MEMBER_OVERRIDE.value, _MEMBERS.value)
-  for draw in run_seeds.parse_seeds(flags.FLAGS.seeds):
+  draws = run_seeds.parse_seeds(flags.FLAGS.seeds)
+  for draw in draws:  # a refusal before hours of training, not after
+    check_draw(flags.FLAGS.config, draw, _MEMBERS.value, out, overrides)
+  for draw in draws:
     run_draw(flags.FLAGS.config, draw, _MEMBERS.value, out, _SELECTOR.value, _TOLERANCE.value,
              overrides)
     table(out)

@@ -72,6 +72,9 @@ def run(config, seeds, out) -> List[dict]:
   """Runs (or resumes, or skips when finished) `config` for each label seed in
   OUT/seed_N, writes OUT/table.md and OUT/table.csv, returns the results."""
   out = pathlib.Path(out)
+  for seed in seeds:  # a refusal before hours of training, not after
+    if report.load_results(out / f"seed_{seed}") is not None:
+      check_finished(out / f"seed_{seed}", config_for(config, seed))
   rows = []
   for seed in seeds:
     workdir = out / f"seed_{seed}"
@@ -84,7 +87,6 @@ def run(config, seeds, out) -> List[dict]:
       train.train_and_evaluate(config_n, workdir)
       done = report.load_results(workdir)  # with every stage's time counted
     else:
-      check_finished(workdir, config_for(config, seed))
       logging.warning("label seed %d: finished earlier in %s (test accuracy %.4f), skipped; "
                       "delete that folder to run it again", seed, workdir,
                       done["test_accuracy_ema"])

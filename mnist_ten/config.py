@@ -144,34 +144,50 @@ def parse_arg(arg) -> Tuple[set, Dict[str, str]]:
   return flags, options
 
 
+# A later stage's model, data and seed are its first stage's (train.pretrain_config).
+_SHARED_BY_STAGES = ("model", "data", "seed", "plots")
+
+
 def override(config, text: str):
   """Sets one `key.path=value` in `config` as `--config.key.path=value` would:
-  the value a Python literal, or a string; `...model=NAME` gives that model
-  with its defaults (as the `model=NAME` preset)."""
+  the value a Python literal (true/false for a switch), or a string;
+  `...model=NAME` gives that model with its defaults (as the `model=NAME`
+  preset)."""
   key, sep, value = text.partition("=")
-  if not sep or not key.strip():
+  key, value = key.strip(), value.strip()
+  if not sep or not key:
     raise ConfigError(f"override {text!r}: write it as key.path=value")
-  *path, last = key.strip().split(".")
+  *path, last = key.split(".")
+  below_stage = (path + [last])[len(path) - path[::-1].index("pretrain"):] if (
+      "pretrain" in path) else []
+  if below_stage and below_stage[0] in _SHARED_BY_STAGES:
+    raise ConfigError(f"override {text!r}: every stage takes model, data, seed and plots "
+                      "from the last stage; set them without pretrain.")
   parent = config
   try:
     for part in path:
       parent = parent[part]
     old = parent[last]
   except (KeyError, AttributeError, TypeError):
-    raise ConfigError(f"override {text!r}: the config has no key {key.strip()!r}") from None
+    raise ConfigError(f"override {text!r}: the config has no key {key!r}") from None
   if last == "model" and isinstance(old, ml_collections.ConfigDict):
-    parent[last] = model_config(value.strip())
+    parent[last] = model_config(value)
     return config
-  try:
-    parsed = ast.literal_eval(value.strip())
-  except (ValueError, SyntaxError):
-    parsed = value.strip()
   if isinstance(old, str):
-    parsed = value.strip()
+    parsed = value
+  elif isinstance(old, bool):
+    parsed = {"true": True, "1": True, "false": False, "0": False}.get(value.lower(), value)
+  else:
+    try:
+      parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      parsed = value
   try:
+    if parsed is None and old is not None:
+      raise TypeError
     parent[last] = parsed
   except TypeError:
-    raise ConfigError(f"override {text!r}: {key.strip()} must be {type(old).__name__}, "
+    raise ConfigError(f"override {text!r}: {key} must be {type(old).__name__}, "
                       f"got {parsed!r}") from None
   return config
 
@@ -282,12 +298,14 @@ def to_json(config) -> str:
 
 def differences(saved: dict, current: dict, ignore=(), prefix="", newer_keys=False) -> list:
   """Dotted keys whose values differ between two config dicts (`newer_keys`:
-  not the keys `saved` lacks, added to the code after it was written)."""
+  not the keys a non-empty section of `saved` lacks, added to the code after
+  it was written; an empty saved section, unset then, differs)."""
   out = []
   for key in sorted(set(saved) | set(current)):
     path = prefix + key
     # A key ignored at the top is ignored in every stage (pretrain.pretrain.KEY).
-    if re.sub(r"^(pretrain\.)+", "", path) in ignore or (newer_keys and key not in saved):
+    if re.sub(r"^(pretrain\.)+", "", path) in ignore or (newer_keys and saved and
+                                                         key not in saved):
       continue
     a, b = saved.get(key, "<absent>"), current.get(key, "<absent>")
     if isinstance(a, dict) and isinstance(b, dict):

@@ -279,21 +279,22 @@ def check_workdir(workdir: pathlib.Path, config):
 
 def _resolved_by_training(config) -> tuple:
   """What a finished run's config.json holds that its command did not say:
-  the inputs' statistics, steps and cadences from num_epochs, the stage
-  chain's init_from."""
+  the inputs' statistics, steps and cadences from num_epochs, the indices
+  read from a labeled_file."""
   keys = ("model.standardize",)
   if config.get("num_epochs"):
     keys += ("num_steps", "log_every", "eval_every", "checkpoint_every")
-  if config.get("pretrain", {}).get("method") and not config.init_from:
-    keys += ("init_from",)
+  if config.data.get("labeled_file"):
+    keys += ("data.labeled_indices",)
   return keys
 
 
 def saved_differences(workdir: pathlib.Path, config, finished: bool = False) -> str:
   """How the config saved in WORKDIR differs from `config` (up to five
   differences, '' when none or when nothing is saved). `finished`: `config`
-  as a command gives it, before training resolves some keys, and the keys
-  added to the code since the run are not differences."""
+  as a command gives it, before training resolves some keys; a key that a
+  section of the saved config lacks, added to the code since, is no
+  difference either."""
   saved_path = workdir / "config.json"
   if not saved_path.exists():
     return ""
@@ -302,7 +303,14 @@ def saved_differences(workdir: pathlib.Path, config, finished: bool = False) -> 
     saved = config_lib.from_saved(json.loads(saved_path.read_text())).to_dict()
   except json.JSONDecodeError:
     raise WorkdirError(f"{saved_path} is not valid JSON; use another folder") from None
-  ignore = RESUME_MAY_CHANGE + (_resolved_by_training(config) if finished else ())
+  ignore = RESUME_MAY_CHANGE
+  if finished:
+    ignore += _resolved_by_training(config)
+    # A chain started its later stage from the pretrain folder beside it (at
+    # whatever path the folder had then): it trained that stage itself there.
+    chained = config.pretrain.get("method") and not config.init_from
+    if chained and (workdir / "pretrain" / "results.json").exists():
+      saved["init_from"] = config.init_from
   diffs = config_lib.differences(saved, json.loads(config_lib.to_json(config)),
                                  ignore=ignore, newer_keys=finished)
   return "; ".join(diffs[:5]) + ("; ..." if len(diffs) > 5 else "")

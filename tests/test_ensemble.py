@@ -1,6 +1,7 @@
 """Ensembles: the voting arithmetic, selectors that read no test label, and
 experiments/ensemble.py end to end (members trained once, then reused)."""
 import json
+import runpy
 import shutil
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 from experiments import ensemble as ensemble_exp
 from mnist_ten import ensemble
 from mnist_ten.errors import ConfigError, WorkdirError
+from tests.conftest import ROOT
 
 
 def test_soft_and_hard_votes_by_hand():
@@ -115,8 +117,9 @@ def test_ensemble_script_trains_members_once_and_writes_the_combination(toy_conf
 
 
 @pytest.mark.parametrize("text,message", [
-    ("3:seed=1", "M a member from 0 to 2"), ("x:seed=1", "M a member from 0 to 2"),
-    ("seed=1", "write it as M:key.path=value")])
+    ("3:optim.lr=1", "M a member from 0 to 2"), ("x:optim.lr=1", "M a member from 0 to 2"),
+    ("optim.lr=1", "write it as M:key.path=value"),
+    ("1:seed=5", "share its data and split"), ("1:data.label_seed=2", "share its data")])
 def test_member_overrides_name_a_member_that_exists(text, message):
   with pytest.raises(ConfigError, match=message):
     ensemble_exp.parse_member_overrides([text], 3)
@@ -130,8 +133,19 @@ def test_a_member_setting_is_typed_like_the_key_it_sets(toy_config):
   assert toy_config.augment.labeled == "hflip|crop(pad=2)"
   config_lib.override(toy_config, "model=lenet")  # a model with all its defaults
   assert toy_config.model.name == "lenet" and "widths" not in toy_config.model
+  config_lib.override(toy_config, "plots=true")
+  assert toy_config.plots is True
   for text, message in (("optim.nope=1", "the config has no key 'optim.nope'"),
                         ("batch_size=many", "batch_size must be int, got 'many'"),
+                        ("optim.lr=None", "optim.lr must be float, got None"),
+                        ("plots=maybe", "plots must be bool"),
                         ("optim.lr", "write it as key.path=value")):
     with pytest.raises(ConfigError, match=message):
       config_lib.override(toy_config, text)
+
+  # A later stage takes these from the last one (train.pretrain_config): refused, not ignored.
+  staged = runpy.run_path(str(ROOT / "configs" / "default.py"))["get_config"]()
+  config_lib.override(staged, "pretrain.propagate.k=15")
+  assert staged.pretrain.propagate.k == 15 and staged.propagate.k == 10
+  with pytest.raises(ConfigError, match="every stage takes model, data, seed and plots"):
+    config_lib.override(staged, "pretrain.model=lenet")

@@ -318,3 +318,23 @@ def test_summarize_refuses_no_arguments_and_folders_without_runs(tmp_path):
   assert "Traceback" not in out.stderr
   out = run("--table=nope")
   assert out.returncode != 0 and "unknown table 'nope'; known: headline" in out.stderr
+
+
+def test_a_finished_chain_is_reused_from_any_path_but_not_a_borrowed_stage(toy_config, tmp_path,
+                                                                           monkeypatch):
+  """A two-stage seed saved its stage 2's init_from as its own pretrain folder:
+  the same command from another working directory reuses it; a seed whose
+  stage 1 came from another folder (--config.init_from) is not this chain's."""
+  from experiments import run_seeds
+  with toy_config.unlocked():
+    toy_config.pretrain = toy_config.copy_and_resolve_references()
+  [first] = run_seeds.run(toy_config, [0], tmp_path / "chain")
+  monkeypatch.chdir(tmp_path)
+  [again] = run_seeds.run(toy_config, [0], "chain")
+  assert again["test_accuracy_ema"] == first["test_accuracy_ema"]
+  borrowed = toy_config.copy_and_resolve_references()
+  borrowed.init_from = str(tmp_path / "chain" / "seed_0" / "pretrain")
+  run_seeds.run(borrowed, [0], tmp_path / "borrowed")
+  with pytest.raises(MnistTenError, match=r"holds a finished run of a different config "
+                                          r"\(init_from: "):
+    run_seeds.run(toy_config, [0], tmp_path / "borrowed")

@@ -62,10 +62,10 @@ def test_unknown_model_and_argument():
 
 @functools.lru_cache(maxsize=None)
 def _float64_gradient(name):
-  """(params, x, truth): the eager float64 train-mode gradient of model `name`
-  by XLA's own convolution gradient, the reference for every kernel_grad (an
-  error shared by the eager and compiled custom gradient would pass a
-  comparison with itself)."""
+  """(variables, params, x, truth): the eager float64 train-mode gradient of
+  model `name` by XLA's own convolution gradient, the reference for every
+  kernel_grad (an error shared by the eager and compiled custom gradient
+  would pass a comparison with itself)."""
   model = models.build(config_lib.model_config(name, kernel_grad="xla"), 10)
   with jax.enable_x64(True):
     x = jax.random.uniform(jax.random.key(1), (8, 28, 28, 1), jnp.float64)
