@@ -81,9 +81,10 @@ ROWS: Dict[str, Row] = {r.label if i is None else i: r for i, r in [
         "--seeds=0-1 --out=experiments/results/fixmatch_align_no_grad")),
     # Issue 23: FixMatch's adaptive-threshold successors at its 2,000 steps
     # (draw 0 first; the rows grow to 0-2 as later sittings add draws).
-    (None, Row("flexmatch", "flexmatch", "0-1", "5d3c9f5",
-               f"{RUN} --config=configs/flexmatch.py --seeds=0-1 "
-               "--out=experiments/results/flexmatch", note="draw 0 at a993086, the same method code")),
+    (None, Row("flexmatch", "flexmatch", "0-2", "008d1bd",
+               f"{RUN} --config=configs/flexmatch.py --seeds=0-2 "
+               "--out=experiments/results/flexmatch",
+               note="draw 0 at a993086, draw 1 at 5d3c9f5, the same method code")),
     (None, Row("freematch", "freematch", "0", "a993086",
                f"{RUN} --config=configs/freematch.py --seeds=0 "
                "--out=experiments/results/freematch")),
