@@ -109,6 +109,11 @@ ROWS: Dict[str, Row] = {r.label if i is None else i: r for i, r in [
     ("mixmatch_align", Row("mixmatch:align", "mixmatch_align", "0-4", "f879710",
                            f"{RUN} --config=configs/mixmatch.py:align --seeds=0-4 "
                            "--out=experiments/results/mixmatch_align")),
+    ("mixmatch_align_queue", Row(
+        "mixmatch:align (align_batches=128)", "mixmatch_align_queue", "0-2", "008d1bd",
+        f"{RUN} --config=configs/mixmatch.py:align --config.mixmatch.align_batches=128 "
+        "--seeds=0-2 --out=experiments/results/mixmatch_align_queue",
+        note="ReMixMatch's running marginal over 128 batches (issue 23)")),
     ("mixmatch_align_800_fashion_mnist", Row(
         "mixmatch:align", "mixmatch_align_800_fashion_mnist", "0-2", "9b7b704",
         f"{RUN} --config=configs/mixmatch.py:align --config.num_steps=800 "
