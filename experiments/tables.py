@@ -85,6 +85,12 @@ ROWS: Dict[str, Row] = {r.label if i is None else i: r for i, r in [
                f"{RUN} --config=configs/flexmatch.py --seeds=0-2 "
                "--out=experiments/results/flexmatch",
                note="draw 0 at a993086, draw 1 at 5d3c9f5, the same method code")),
+    ("flexmatch_align_queue", Row(
+        "flexmatch (align, align_batches=128)", "flexmatch_align_queue", "2", "008d1bd",
+        f"{RUN} --config=configs/flexmatch.py --config.fixmatch.align=True "
+        "--config.fixmatch.align_batches=128 --seeds=2 "
+        "--out=experiments/results/flexmatch_align_queue",
+        note="the draw whose 1s FlexMatch loses, with ReMixMatch's running marginal (issue 23)")),
     (None, Row("freematch", "freematch", "0", "a993086",
                f"{RUN} --config=configs/freematch.py --seeds=0 "
                "--out=experiments/results/freematch")),
