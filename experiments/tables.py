@@ -41,10 +41,12 @@ def _preset_row(config: str, preset: str, seeds: str, commit: str, dataset: str,
 
 def _override_row(label: str, config: str, overrides: str, folder: str, seeds: str,
                   commit: str, note: str) -> Row:
-  """The row of `configs/CONFIG.py` with command-line `overrides`, run by
-  run_seeds.py over `seeds` into experiments/results/FOLDER."""
+  """The row of `configs/CONFIG.py` (`NAME:PRESET` for a preset) with
+  command-line `overrides`, run by run_seeds.py over `seeds` into
+  experiments/results/FOLDER."""
+  name, colon, preset = config.partition(":")
   return Row(label, folder, seeds, commit,
-             f"{RUN} --config=configs/{config}.py {overrides} --seeds={seeds} "
+             f"{RUN} --config=configs/{name}.py{colon}{preset} {overrides} --seeds={seeds} "
              f"--out=experiments/results/{folder}", note=note)
 
 
@@ -85,12 +87,11 @@ ROWS: Dict[str, Row] = {r.label if i is None else i: r for i, r in [
                f"{RUN} --config=configs/flexmatch.py --seeds=0-2 "
                "--out=experiments/results/flexmatch",
                note="draw 0 at a993086, draw 1 at 5d3c9f5, the same method code")),
-    ("flexmatch_align_queue", Row(
-        "flexmatch (align, align_batches=128)", "flexmatch_align_queue", "2", "008d1bd",
-        f"{RUN} --config=configs/flexmatch.py --config.fixmatch.align=True "
-        "--config.fixmatch.align_batches=128 --seeds=2 "
-        "--out=experiments/results/flexmatch_align_queue",
-        note="the draw whose 1s FlexMatch loses, with ReMixMatch's running marginal (issue 23)")),
+    ("flexmatch_align_queue", _override_row(
+        "flexmatch (align, align_batches=128)", "flexmatch",
+        "--config.fixmatch.align=True --config.fixmatch.align_batches=128",
+        "flexmatch_align_queue", "2", "008d1bd",
+        "the draw whose 1s FlexMatch loses, with ReMixMatch's running marginal (issue 23)")),
     (None, Row("freematch", "freematch", "0", "a993086",
                f"{RUN} --config=configs/freematch.py --seeds=0 "
                "--out=experiments/results/freematch")),
@@ -115,11 +116,10 @@ ROWS: Dict[str, Row] = {r.label if i is None else i: r for i, r in [
     ("mixmatch_align", Row("mixmatch:align", "mixmatch_align", "0-4", "f879710",
                            f"{RUN} --config=configs/mixmatch.py:align --seeds=0-4 "
                            "--out=experiments/results/mixmatch_align")),
-    ("mixmatch_align_queue", Row(
-        "mixmatch:align (align_batches=128)", "mixmatch_align_queue", "0-2", "008d1bd",
-        f"{RUN} --config=configs/mixmatch.py:align --config.mixmatch.align_batches=128 "
-        "--seeds=0-2 --out=experiments/results/mixmatch_align_queue",
-        note="ReMixMatch's running marginal over 128 batches (issue 23)")),
+    ("mixmatch_align_queue", _override_row(
+        "mixmatch:align (align_batches=128)", "mixmatch:align",
+        "--config.mixmatch.align_batches=128", "mixmatch_align_queue", "0-2", "008d1bd",
+        "ReMixMatch's running marginal over 128 batches (issue 23)")),
     ("mixmatch_align_800_fashion_mnist", Row(
         "mixmatch:align", "mixmatch_align_800_fashion_mnist", "0-2", "9b7b704",
         f"{RUN} --config=configs/mixmatch.py:align --config.num_steps=800 "

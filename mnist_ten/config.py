@@ -158,9 +158,8 @@ def override(config, text: str):
   if not sep or not key:
     raise ConfigError(f"override {text!r}: write it as key.path=value")
   *path, last = key.split(".")
-  below_stage = (path + [last])[len(path) - path[::-1].index("pretrain"):] if (
-      "pretrain" in path) else []
-  if below_stage and below_stage[0] in _SHARED_BY_STAGES:
+  _, in_stage, below = ("." + key).rpartition(".pretrain.")  # the innermost stage's key
+  if in_stage and below.split(".")[0] in _SHARED_BY_STAGES:
     raise ConfigError(f"override {text!r}: every stage takes model, data, seed and plots "
                       "from the last stage; set them without pretrain.")
   parent = config
